@@ -1,0 +1,1 @@
+"""Arbiter: event-driven decisioning middleware (pipeline, features, inference, rules, store, CLI)."""

@@ -1,0 +1,119 @@
+"""Settings: one pydantic-settings object, built in the composition root, never at import.
+
+Sources, highest first: keyword arguments (tests), ``ARBITER_*`` environment variables,
+an optional ``arbiter.toml`` in the working directory (or ``ARBITER_CONFIG_FILE``), then
+the embedded defaults below. With nothing set, Arbiter starts its own broker and uses a
+SQLite file under ``data/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+EVENT_TYPES: tuple[str, ...] = ("order", "ticket", "transaction")
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_rules_dir() -> Path:
+    here = Path("rules")
+    return here if here.is_dir() else _REPO_ROOT / "rules"
+
+
+class Settings(BaseSettings):
+    """Everything Arbiter can be told; every field maps to ``ARBITER_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ARBITER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="host:port[,host:port]; unset starts the embedded Tansu broker.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL; unset uses SQLite at <data_dir>/arbiter.db.",
+    )
+    rules_dir: Path = Field(default_factory=_default_rules_dir)
+    data_dir: Path = Path("data")
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    topic_prefix: str = Field(
+        default="",
+        description="Prepended to every topic name (namespacing on a shared cluster).",
+    )
+    batch_max: int = Field(default=500, ge=1, le=100_000)
+    batch_wait_ms: int = Field(default=50, ge=0, le=60_000)
+    max_event_bytes: int = Field(default=64 * 1024, ge=1024)
+    consumer_group: str = "arbiter"
+    event_types: Annotated[tuple[str, ...], NoDecode] = EVENT_TYPES
+    auto_migrate: bool = Field(
+        default=False, description="Apply database migrations at start-up (demo, dev)."
+    )
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+
+    @field_validator("event_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [t for t in value if t not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(
+                f"unknown event type(s) {', '.join(unknown)}; "
+                f"known types are {', '.join(EVENT_TYPES)}"
+            )
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("ARBITER_CONFIG_FILE", "arbiter.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+        )
+
+    # Derived values — one place that knows the naming conventions.
+
+    def topic(self, kind: Literal["events", "decisions", "outcomes", "dlq"], event_type: str) -> str:
+        return f"{self.topic_prefix}{kind}.{event_type}"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'arbiter.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"

@@ -1,0 +1,1 @@
+"""Adapters to the outside world: Kafka (aiokafka), the embedded Tansu broker."""
