@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     )
     rules_dir: Path = Field(default_factory=_default_rules_dir)
     data_dir: Path = Path("data")
+    models_dir: Path | None = Field(
+        default=None, description="Model artifacts; unset uses <data_dir>/models."
+    )
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     topic_prefix: str = Field(
         default="",
@@ -115,5 +118,5 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'arbiter.db').resolve()}"
 
     @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"

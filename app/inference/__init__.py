@@ -1,0 +1,1 @@
+"""Scoring: features from events (pure), versioned model artifacts, batch scoring."""

@@ -1,0 +1,255 @@
+"""The batch processor: the thin I/O shell around the pure stages.
+
+For one consumed batch it decodes, drops what the ledger has already decided, scores
+and runs the rules (one worker-thread call for the whole batch: one ``predict_proba``
+per model, one rules pass per type), stores decisions and dead letters in one
+transaction, publishes them, and marks them published. Offsets are committed by the
+caller only after ``process`` returns.
+
+Exactly one decision per ``event_id``: the ledger's unique key decides who wins; a
+redelivered event whose decision is stored but was never published (a crash between
+store and publish) is re-published from the ledger, never decided again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from app.inference.models import Scorer
+from app.pipeline.stages import (
+    InRecord,
+    Rejected,
+    RuleOutcome,
+    Valid,
+    assemble_decisions,
+    dead_letter_headers,
+    decode_batch,
+    first_of_each_event,
+    guess_event_id,
+    rule_facts,
+    utcnow,
+)
+from app.rules.engine import RulesEngine
+from app.store.ledger import DeadLetterRecord, DecisionRecord, Ledger
+from connectors.kafka import OutMessage
+from schemas import Decision
+
+log = structlog.get_logger("arbiter.processor")
+
+Publish = Callable[[Sequence[OutMessage]], Awaitable[None]]
+Position = tuple[str, int, int]
+
+
+@dataclass
+class BatchResult:
+    """What one batch did — fed to progress displays and the canonical log line."""
+
+    records: int = 0
+    decided: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, decision)
+    dead_lettered: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, reason)
+    redelivered: int = 0
+    republished: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    # produce-time → decision-stored, per new decision (end-to-end through Kafka)
+    e2e_ms: list[float] = field(default_factory=list)
+
+
+def decision_record(decision: Decision, item: Valid) -> DecisionRecord:
+    return DecisionRecord(
+        event_id=decision.event_id,
+        event_type=decision.event_type,
+        partition_key=decision.partition_key,
+        decision=decision.decision,
+        actions=[dict(a) for a in decision.actions],
+        scores=dict(decision.scores),
+        model_versions=dict(decision.model_versions),
+        rules_fired=list(decision.rules_fired),
+        reasons=list(decision.reasons),
+        payload=item.payload,
+        latency_ms=decision.latency_ms,
+        occurred_at=decision.occurred_at,
+        decided_at=decision.decided_at,
+        source_topic=item.record.topic,
+        source_partition=item.record.partition,
+        source_offset=item.record.offset,
+    )
+
+
+def decision_from_record(record: DecisionRecord) -> Decision:
+    return Decision(
+        event_id=record.event_id,
+        event_type=record.event_type,
+        partition_key=record.partition_key,
+        decision=record.decision,
+        actions=record.actions,
+        scores=record.scores,
+        model_versions=record.model_versions,
+        rules_fired=record.rules_fired,
+        reasons=record.reasons,
+        occurred_at=record.occurred_at,
+        decided_at=record.decided_at,
+        latency_ms=record.latency_ms,
+    )
+
+
+def dead_letter_record(rejected: Rejected, at: datetime) -> DeadLetterRecord:
+    record = rejected.record
+    return DeadLetterRecord(
+        event_type=record.event_type,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        event_id=guess_event_id(record.value),
+        reason=rejected.error.reason,
+        detail=rejected.error.detail,
+        raw=record.value,
+        key=record.key,
+        created_at=at,
+    )
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        scorer: Scorer,
+        rules: RulesEngine,
+        publish: Publish,
+        topic_for: Callable[[str, str], str],
+        max_event_bytes: int,
+    ) -> None:
+        self._ledger = ledger
+        self._scorer = scorer
+        self._rules = rules
+        self._publish = publish
+        self._topic_for = topic_for
+        self._max_event_bytes = max_event_bytes
+        # One thread for scoring + rules: durable_rules must be driven from a single
+        # thread, and one call per batch keeps the hand-off cost off each event.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arbiter-decide")
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+
+    def _decide(
+        self, fresh: Sequence[Valid], received_at: datetime
+    ) -> list[tuple[Decision, Valid]]:
+        """Score and apply rules to the events nobody decided yet (runs on the worker)."""
+        by_type: dict[str, list[Valid]] = {}
+        for item in fresh:
+            by_type.setdefault(item.event.event_type, []).append(item)
+        out: list[tuple[Decision, Valid]] = []
+        decided_at = utcnow()
+        for event_type, items in by_type.items():
+            scores = self._scorer.score(event_type, [i.event for i in items])
+            facts = [rule_facts(i.payload, s) for i, s in zip(items, scores, strict=True)]
+            outcomes: Sequence[RuleOutcome] = self._rules.evaluate(event_type, facts)
+            decided_at = utcnow()
+            decisions = assemble_decisions(
+                items,
+                scores,
+                outcomes,
+                model_versions={event_type: self._scorer.versions(event_type)},
+                decisions_topic={event_type: self._topic_for("decisions", event_type)},
+                received_at=received_at,
+                decided_at=decided_at,
+            )
+            out.extend(zip(decisions, items, strict=True))
+        return out
+
+    def _decision_message(self, decision: Decision) -> OutMessage:
+        return OutMessage(
+            topic=self._topic_for("decisions", decision.event_type),
+            key=decision.partition_key.encode(),
+            value=decision.model_dump_json().encode(),
+            headers=(("arbiter.event_type", decision.event_type.encode()),),
+        )
+
+    def _dead_letter_message(self, rejected: Rejected) -> OutMessage:
+        return OutMessage(
+            topic=self._topic_for("dlq", rejected.record.event_type),
+            key=rejected.record.key,
+            value=rejected.record.value,
+            headers=dead_letter_headers(rejected),
+        )
+
+    async def process(self, records: Sequence[InRecord]) -> BatchResult:
+        received_at = utcnow()
+        result = BatchResult(records=len(records))
+        valid, rejected = decode_batch(records, max_bytes=self._max_event_bytes)
+        first, repeats = first_of_each_event(valid)
+        result.redelivered += len(repeats)
+
+        stored = await self._ledger.find_decisions([v.event.event_id for v in first])
+        fresh = [v for v in first if v.event.event_id not in stored]
+        result.redelivered += len(first) - len(fresh)
+
+        decided: list[tuple[Decision, Valid]] = []
+        if fresh:
+            loop = asyncio.get_running_loop()
+            decided = await loop.run_in_executor(self._worker, self._decide, fresh, received_at)
+
+        positions: list[Position] = [
+            (r.record.topic, r.record.partition, r.record.offset) for r in rejected
+        ]
+        dl_published = await self._ledger.find_dead_letters(positions) if positions else {}
+        now = utcnow()
+        outcome = await self._ledger.record(
+            [decision_record(d, item) for d, item in decided],
+            [
+                dead_letter_record(r, now)
+                for r in rejected
+                if (r.record.topic, r.record.partition, r.record.offset) not in dl_published
+            ],
+        )
+
+        to_publish: list[OutMessage] = []
+        published_ids: list[str] = []
+        for decision, item in decided:
+            if decision.event_id in outcome.inserted_event_ids:
+                to_publish.append(self._decision_message(decision))
+                published_ids.append(decision.event_id)
+                result.decided[(decision.event_type, decision.decision)] += 1
+                result.latencies_ms.append(decision.latency_ms)
+                result.e2e_ms.append(max(now.timestamp() * 1000.0 - item.record.timestamp_ms, 0.0))
+            else:
+                result.redelivered += 1  # another consumer stored it first; it publishes it
+        for event_id, prior in stored.items():
+            if not prior.published:
+                to_publish.append(self._decision_message(decision_from_record(prior.record)))
+                published_ids.append(event_id)
+                result.republished += 1
+        dl_positions: list[Position] = []
+        for r in rejected:
+            pos = (r.record.topic, r.record.partition, r.record.offset)
+            if dl_published.get(pos):
+                continue
+            to_publish.append(self._dead_letter_message(r))
+            dl_positions.append(pos)
+            if pos not in dl_published:
+                result.dead_lettered[(r.record.event_type, r.error.reason)] += 1
+        await self._publish(to_publish)
+        if published_ids or dl_positions:
+            await self._ledger.mark_published(published_ids, dl_positions, utcnow())
+        return result
+
+
+def summarise(result: BatchResult) -> dict[str, Any]:
+    """The fields of the canonical one-line-per-batch log event."""
+    return {
+        "records": result.records,
+        "decided": sum(result.decided.values()),
+        "dead_lettered": sum(result.dead_lettered.values()),
+        "redelivered": result.redelivered,
+        "republished": result.republished,
+        "max_latency_ms": round(max(result.latencies_ms, default=0.0), 2),
+    }

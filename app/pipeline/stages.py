@@ -1,0 +1,155 @@
+"""The pure stages of the hot path: records in, decisions and dead letters out.
+
+Everything here takes and returns plain values and does no I/O, so the decision logic is
+tested, replayed and benchmarked without a broker or a database. ``processor.py`` is
+the thin shell that feeds these stages from Kafka and writes their results to the
+ledger and the outbound topics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from app.errors import InvalidEvent
+from app.pipeline.decode import decode_event
+from schemas import Decision, EventBase
+
+
+@dataclass(frozen=True)
+class InRecord:
+    """One consumed Kafka record, with the event type its topic names."""
+
+    event_type: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class Valid:
+    record: InRecord
+    event: EventBase
+    payload: dict[str, Any]  # event.model_dump(mode="json"), computed once per event
+
+
+@dataclass(frozen=True)
+class Rejected:
+    record: InRecord
+    error: InvalidEvent
+
+
+class RuleOutcome(Protocol):
+    """What the rules said about one event (``app.rules.engine.RuleResult`` is one)."""
+
+    @property
+    def decision(self) -> str: ...
+    @property
+    def rule(self) -> str | None: ...
+    @property
+    def reason(self) -> str: ...
+
+
+def decode_batch(
+    records: Sequence[InRecord], *, max_bytes: int
+) -> tuple[list[Valid], list[Rejected]]:
+    """Split a batch into validated events and rejects (with the reason), order kept."""
+    valid: list[Valid] = []
+    rejected: list[Rejected] = []
+    for record in records:
+        try:
+            event = decode_event(record.event_type, record.value, max_bytes=max_bytes)
+        except InvalidEvent as exc:
+            rejected.append(Rejected(record, exc))
+            continue
+        valid.append(Valid(record, event, event.model_dump(mode="json")))
+    return valid, rejected
+
+
+def first_of_each_event(valid: Sequence[Valid]) -> tuple[list[Valid], list[Valid]]:
+    """Keep the first record of each event_id; later copies in the same batch are redeliveries."""
+    seen: set[str] = set()
+    first: list[Valid] = []
+    repeats: list[Valid] = []
+    for item in valid:
+        if item.event.event_id in seen:
+            repeats.append(item)
+        else:
+            seen.add(item.event.event_id)
+            first.append(item)
+    return first, repeats
+
+
+def rule_facts(payload: Mapping[str, Any], scores: Mapping[str, float | str]) -> dict[str, Any]:
+    """The fact the rules see: the event's fields plus its model scores under ``scores``."""
+    return {**payload, "scores": dict(scores)}
+
+
+def assemble_decisions(
+    items: Sequence[Valid],
+    scores: Sequence[Mapping[str, float | str]],
+    outcomes: Sequence[RuleOutcome],
+    *,
+    model_versions: Mapping[str, Mapping[str, str]],
+    decisions_topic: Mapping[str, str],
+    received_at: datetime,
+    decided_at: datetime,
+) -> list[Decision]:
+    """One ``Decision`` per event, carrying everything that led to it."""
+    latency_ms = max((decided_at - received_at).total_seconds() * 1000.0, 0.0)
+    decisions = []
+    for item, score, outcome in zip(items, scores, outcomes, strict=True):
+        event = item.event
+        decisions.append(
+            Decision(
+                event_id=event.event_id,
+                event_type=event.event_type,
+                partition_key=event.partition_key,
+                decision=outcome.decision,
+                actions=[{"type": "publish", "topic": decisions_topic[event.event_type]}],
+                scores=dict(score),
+                model_versions=dict(model_versions.get(event.event_type, {})),
+                rules_fired=[outcome.rule] if outcome.rule else [],
+                reasons=[outcome.reason],
+                occurred_at=event.occurred_at,
+                decided_at=decided_at,
+                latency_ms=round(latency_ms, 3),
+            )
+        )
+    return decisions
+
+
+def dead_letter_headers(rejected: Rejected) -> tuple[tuple[str, bytes], ...]:
+    """Headers that travel with the original bytes to ``dlq.<type>``: why, and from where."""
+    record = rejected.record
+    return (
+        ("arbiter.reason", rejected.error.reason.encode()),
+        ("arbiter.detail", rejected.error.detail.encode()[:4096]),
+        ("arbiter.source.topic", record.topic.encode()),
+        ("arbiter.source.partition", str(record.partition).encode()),
+        ("arbiter.source.offset", str(record.offset).encode()),
+    )
+
+
+def guess_event_id(raw: bytes) -> str | None:
+    """Best effort: the event_id of a rejected record, for operators searching by id."""
+    import json
+
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, dict):
+        value = data.get("event_id")
+        if isinstance(value, str) and 0 < len(value) <= 64:
+            return value
+    return None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,235 @@
+"""The composition root and the consume loop of ``arbiter run``.
+
+``start_components`` builds everything from ``Settings`` and checks it at start-up
+(database reachable and migrated, rules valid, models loadable, broker reachable,
+topics present), so a misconfiguration is refused before the first event.
+``ConsumeLoop`` then repeats: fetch a batch → process → commit offsets per partition.
+On a failed batch it rewinds each partition to the batch's first offset and retries
+after a backoff, so nothing is skipped; a shutdown request is honoured between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from app.errors import ConfigError, TransientError
+from app.inference.models import SCORE_TYPES, Scorer, load_or_train
+from app.pipeline.processor import BatchProcessor, BatchResult, summarise
+from app.pipeline.stages import InRecord
+from app.rules.engine import RulesEngine
+from app.rules.loader import load_rulesets
+from app.settings import Settings
+from app.store import migrate
+from app.store.db import check_connection, create_engine
+from app.store.ledger import Ledger
+from connectors.broker import EmbeddedBroker
+from connectors.kafka import (
+    OutMessage,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    publish_all,
+)
+from schemas import field_types
+
+log = structlog.get_logger("arbiter.service")
+
+BatchListener = Callable[[BatchResult], None]
+
+
+def all_topics(settings: Settings) -> list[str]:
+    kinds = ("events", "decisions", "outcomes", "dlq")
+    return [settings.topic(k, t) for t in settings.event_types for k in kinds]  # type: ignore[arg-type]
+
+
+def load_rules_engine(settings: Settings) -> RulesEngine:
+    types = {t: field_types(t) for t in settings.event_types}
+    scores = {t: SCORE_TYPES[t] for t in settings.event_types}
+    return RulesEngine(load_rulesets(settings.rules_dir, types, scores))
+
+
+@dataclass
+class Components:
+    settings: Settings
+    bootstrap: str
+    ledger: Ledger
+    processor: BatchProcessor
+    producer: AIOKafkaProducer
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def start_components(
+    settings: Settings, *, on_progress: Callable[[str], None] | None = None
+) -> AsyncIterator[Components]:
+    """Build and check every dependency; tear down in reverse order on exit."""
+    say = on_progress or (lambda msg: log.info("startup", step=msg))
+    async with contextlib.AsyncExitStack() as stack:
+        url = settings.resolved_database_url
+        if url.startswith("sqlite"):
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        stack.push_async_callback(engine.dispose)
+        await check_connection(engine, url)
+        if settings.auto_migrate:
+            say("applying database migrations")
+            await migrate.upgrade(url)
+        await migrate.require_current(engine)
+
+        say(f"loading rules from {settings.rules_dir}")
+        rules = load_rules_engine(settings)
+
+        say("loading models")
+        loop = asyncio.get_running_loop()
+        models = await loop.run_in_executor(
+            None, lambda: load_or_train(settings.resolved_models_dir, on_progress=say)
+        )
+        scorer = Scorer(models)
+
+        bootstrap = settings.kafka_bootstrap
+        if not bootstrap:
+            broker = EmbeddedBroker(log_file=settings.data_dir / "broker.log").start()
+            stack.callback(broker.stop)
+            bootstrap = broker.bootstrap
+            say(f"embedded broker (Tansu) listening on {bootstrap}")
+        created = await ensure_topics(bootstrap, all_topics(settings), settings.topic_partitions)
+        if created:
+            say(f"created {len(created)} topics")
+
+        producer = make_producer(bootstrap)
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            raise ConfigError(
+                f"cannot reach Kafka at {bootstrap} ({exc}): check ARBITER_KAFKA_BOOTSTRAP"
+            ) from exc
+        stack.push_async_callback(producer.stop)
+
+        async def publish(messages: Sequence[OutMessage]) -> None:
+            await publish_all(producer, messages)
+
+        processor = BatchProcessor(
+            ledger=Ledger(engine),
+            scorer=scorer,
+            rules=rules,
+            publish=publish,
+            topic_for=lambda kind, t: settings.topic(kind, t),  # type: ignore[arg-type]
+            max_event_bytes=settings.max_event_bytes,
+        )
+        stack.callback(processor.close)
+        yield Components(settings, bootstrap, processor._ledger, processor, producer)  # noqa: SLF001
+
+
+class ConsumeLoop:
+    """fetch → process → commit, until ``stop()``; failures rewind and retry."""
+
+    def __init__(
+        self,
+        components: Components,
+        *,
+        listeners: Sequence[BatchListener] = (),
+        max_backoff_s: float = 10.0,
+    ) -> None:
+        self._c = components
+        self._settings = components.settings
+        self._listeners = list(listeners)
+        self._stopping = asyncio.Event()
+        self._max_backoff_s = max_backoff_s
+        self.batches = 0
+        self.ready = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        s = self._settings
+        topics = [s.topic("events", t) for t in s.event_types]
+        return make_consumer(
+            self._c.bootstrap,
+            topics,
+            group_id=s.consumer_group,
+            max_records=s.batch_max,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+        )
+
+    async def run(self) -> None:
+        s = self._settings
+        type_of = {s.topic("events", t): t for t in s.event_types}
+        consumer = self._consumer()
+        await consumer.start()
+        self.ready.set()
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                fetched = await consumer.getmany(
+                    timeout_ms=max(s.batch_wait_ms, 100), max_records=s.batch_max
+                )
+                if not fetched:
+                    continue
+                records = [
+                    InRecord(
+                        event_type=type_of[tp.topic],
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        offset=m.offset,
+                        key=m.key,
+                        value=m.value if m.value is not None else b"",
+                        timestamp_ms=m.timestamp,
+                    )
+                    for tp, messages in fetched.items()
+                    for m in messages
+                ]
+                started = time.perf_counter()
+                try:
+                    result = await self._c.processor.process(records)
+                except Exception as exc:  # noqa: BLE001 - nothing may kill the consumer
+                    failures += 1
+                    backoff = min(0.2 * 2**failures, self._max_backoff_s)
+                    log.error(
+                        "batch failed; rewinding and retrying",
+                        error=str(exc),
+                        error_type=type(exc).__name__,
+                        transient=isinstance(exc, TransientError),
+                        records=len(records),
+                        retry_in_s=backoff,
+                        exc_info=not isinstance(exc, TransientError),
+                    )
+                    for tp, messages in fetched.items():
+                        consumer.seek(tp, messages[0].offset)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), backoff)
+                    continue
+                failures = 0
+                offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
+                await self._commit(consumer, offsets)
+                self.batches += 1
+                log.info(
+                    "batch",
+                    **summarise(result),
+                    took_ms=round((time.perf_counter() - started) * 1000, 2),
+                    partitions=len(fetched),
+                )
+                for listener in self._listeners:
+                    listener(result)
+        finally:
+            await consumer.stop()  # leaves the group so partitions move at once
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
+    ) -> None:
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # A rebalance took these partitions away mid-batch. Their decisions are stored
+            # and published; the new owner will find them in the ledger and skip them.
+            log.warning("commit refused after rebalance; new owner will skip", error=str(exc))

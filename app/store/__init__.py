@@ -1,0 +1,31 @@
+"""The store: the decision ledger (exactly one decision per event_id) and its schema.
+
+``db`` builds engines, ``tables`` defines the schema, ``migrate`` keeps the database at
+the schema this code expects, ``ledger`` reads and writes decisions and dead letters.
+"""
+
+from __future__ import annotations
+
+from app.store.db import check_connection, create_engine
+from app.store.ledger import (
+    DeadLetterRecord,
+    DecisionRecord,
+    Ledger,
+    RecordOutcome,
+    StoredDecision,
+)
+from app.store.migrate import current_revision, head_revision, require_current, upgrade
+
+__all__ = [
+    "DeadLetterRecord",
+    "DecisionRecord",
+    "Ledger",
+    "RecordOutcome",
+    "StoredDecision",
+    "check_connection",
+    "create_engine",
+    "current_revision",
+    "head_revision",
+    "require_current",
+    "upgrade",
+]

@@ -1,0 +1,481 @@
+"""The decision ledger: exactly one stored decision per ``event_id``.
+
+Delivery into Arbiter is at-least-once. The consumer asks the ledger which events of a
+batch are already decided (``find_decisions``), decides the rest, and writes the whole
+batch with ``record``: one transaction, one multi-row insert per table, with
+ON CONFLICT DO NOTHING on the unique keys. A redelivered event, or the same event
+decided concurrently by another consumer, therefore never gets a second row; the loser
+learns which ids were taken and loads the winner's decision instead. After publishing,
+``mark_published`` stamps the rows so a later redelivery knows nothing is owed.
+
+Row building and record reconstruction are plain functions; the ``Ledger`` class is the
+thin I/O shell around them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.errors import TransientError
+from app.store.db import describe_cause
+from app.store.tables import dead_letters as dl_table
+from app.store.tables import decisions as dec_table
+
+# Bounded IN lists keep every statement well under the bind-parameter limits of
+# SQLite (32766) and asyncpg (32767), whatever the batch size.
+IN_CHUNK = 500
+
+# SQLSTATE codes and classes worth retrying: connection loss (08), serialization
+# failure and deadlock (40), out of resources (53), server shutting down or starting
+# (57P), lock not available (55P03).
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "55P03")
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One decision as the ledger stores it, with where its event came from."""
+
+    event_id: str
+    event_type: str
+    partition_key: str
+    decision: str
+    actions: list[dict[str, Any]]
+    scores: dict[str, Any]
+    model_versions: dict[str, Any]
+    rules_fired: list[str]
+    reasons: list[str]
+    payload: dict[str, Any]
+    latency_ms: float
+    occurred_at: datetime
+    decided_at: datetime
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """A record that could not be decided, kept with its original bytes and the reason."""
+
+    event_type: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    event_id: str | None
+    reason: str
+    detail: str
+    raw: bytes
+    key: bytes | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    """A decision found in the ledger; ``published`` is False until ``mark_published``."""
+
+    record: DecisionRecord
+    published: bool
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What ``Ledger.record`` wrote.
+
+    ``duplicate_event_ids`` were already in the ledger (another writer decided them
+    first, or this is a redelivery): their stored decision is the one that counts, so
+    the caller loads it with ``find_decisions`` and publishes that instead.
+    """
+
+    inserted_event_ids: frozenset[str]
+    duplicate_event_ids: frozenset[str]
+    dead_letters_inserted: int
+
+
+# --- pure helpers -------------------------------------------------------------------
+
+
+def decision_rows(records: Sequence[DecisionRecord]) -> list[dict[str, Any]]:
+    """Insert rows for ``records``: first occurrence per event_id, sorted by event_id.
+
+    Sorting matters on PostgreSQL: two transactions inserting overlapping keys in the
+    same order queue behind each other instead of deadlocking.
+    """
+    first: dict[str, DecisionRecord] = {}
+    for rec in records:
+        first.setdefault(rec.event_id, rec)
+    return [_decision_row(first[event_id]) for event_id in sorted(first)]
+
+
+def _require_aware(value: datetime, field: str, where: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{field} of {where} is a naive datetime ({value.isoformat()}): "
+            "build it timezone-aware, e.g. datetime.now(UTC)"
+        )
+    return value
+
+
+def _decision_row(rec: DecisionRecord) -> dict[str, Any]:
+    where = f"decision {rec.event_id}"
+    return {
+        "event_id": rec.event_id,
+        "event_type": rec.event_type,
+        "partition_key": rec.partition_key,
+        "decision": rec.decision,
+        "actions": rec.actions,
+        "scores": rec.scores,
+        "model_versions": rec.model_versions,
+        "rules_fired": rec.rules_fired,
+        "reasons": rec.reasons,
+        "payload": rec.payload,
+        "latency_ms": rec.latency_ms,
+        "occurred_at": _require_aware(rec.occurred_at, "occurred_at", where),
+        "decided_at": _require_aware(rec.decided_at, "decided_at", where),
+        "source_topic": rec.source_topic,
+        "source_partition": rec.source_partition,
+        "source_offset": rec.source_offset,
+    }
+
+
+def dead_letter_rows(records: Sequence[DeadLetterRecord]) -> list[dict[str, Any]]:
+    """Insert rows for ``records``: first occurrence per position, sorted by position."""
+    first: dict[tuple[str, int, int], DeadLetterRecord] = {}
+    for rec in records:
+        first.setdefault((rec.source_topic, rec.source_partition, rec.source_offset), rec)
+    return [_dead_letter_row(first[pos]) for pos in sorted(first)]
+
+
+def _dead_letter_row(rec: DeadLetterRecord) -> dict[str, Any]:
+    return {
+        "event_type": rec.event_type,
+        "source_topic": rec.source_topic,
+        "source_partition": rec.source_partition,
+        "source_offset": rec.source_offset,
+        "event_id": rec.event_id,
+        "reason": rec.reason,
+        "detail": rec.detail,
+        "raw": rec.raw,
+        "key": rec.key,
+        "created_at": _require_aware(
+            rec.created_at,
+            "created_at",
+            f"dead letter {rec.source_topic}/{rec.source_partition}@{rec.source_offset}",
+        ),
+    }
+
+
+def decision_from_row(row: Mapping[Any, Any]) -> DecisionRecord:
+    """Rebuild a ``DecisionRecord`` from a ``decisions`` row mapping."""
+    return DecisionRecord(
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        partition_key=row["partition_key"],
+        decision=row["decision"],
+        actions=row["actions"],
+        scores=row["scores"],
+        model_versions=row["model_versions"],
+        rules_fired=row["rules_fired"],
+        reasons=row["reasons"],
+        payload=row["payload"],
+        latency_ms=row["latency_ms"],
+        occurred_at=row["occurred_at"],
+        decided_at=row["decided_at"],
+        source_topic=row["source_topic"],
+        source_partition=row["source_partition"],
+        source_offset=row["source_offset"],
+    )
+
+
+def dead_letter_from_row(row: Mapping[Any, Any]) -> DeadLetterRecord:
+    """Rebuild a ``DeadLetterRecord`` from a ``dead_letters`` row mapping."""
+    return DeadLetterRecord(
+        event_type=row["event_type"],
+        source_topic=row["source_topic"],
+        source_partition=row["source_partition"],
+        source_offset=row["source_offset"],
+        event_id=row["event_id"],
+        reason=row["reason"],
+        detail=row["detail"],
+        raw=bytes(row["raw"]),
+        key=bytes(row["key"]) if row["key"] is not None else None,
+        created_at=row["created_at"],
+    )
+
+
+def percentiles(values: Iterable[float], qs: Sequence[float]) -> dict[float, float]:
+    """Linear-interpolated percentiles of ``values`` (as PostgreSQL's ``percentile_cont``).
+
+    Empty input gives an empty dict: there is no honest number to report.
+    """
+    values = sorted(values)
+    if not values:
+        return {}
+    last = len(values) - 1
+    out: dict[float, float] = {}
+    for q in qs:
+        pos = q * last
+        low = math.floor(pos)
+        high = min(low + 1, last)
+        out[q] = values[low] + (values[high] - values[low]) * (pos - low)
+    return out
+
+
+def chunks(items: Sequence[_T], size: int = IN_CHUNK) -> Iterable[Sequence[_T]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _offsets_by_partition(
+    positions: Iterable[tuple[str, int, int]],
+) -> dict[tuple[str, int], list[int]]:
+    """Positions grouped per (topic, partition), offsets sorted: one IN list per partition,
+    which is portable (no row-value IN) and matches how a batch is laid out."""
+    grouped: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for topic, partition, offset in sorted(set(positions)):
+        grouped[(topic, partition)].append(offset)
+    return dict(grouped)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the same statement later can succeed (lost link, lock, deadlock)."""
+    if isinstance(exc, OSError | TimeoutError | PoolTimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError):
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+            return True
+        return isinstance(exc, InterfaceError) and "closed" in str(exc).lower()
+    return False
+
+
+def _insert(table: sa.Table, dialect_name: str) -> Any:
+    """An INSERT that skips rows whose unique key already exists."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect_name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(
+        f"the ledger supports SQLite and PostgreSQL, not {dialect_name}: "
+        "set ARBITER_DATABASE_URL to a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
+    )
+
+
+# --- I/O shell ----------------------------------------------------------------------
+
+
+class Ledger:
+    """Reads and writes decisions and dead letters through one ``AsyncEngine``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def _transaction(self, doing: str) -> AsyncIterator[AsyncConnection]:
+        """A transaction whose connection-level failures surface as ``TransientError``."""
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            if not is_transient(exc):
+                raise
+            raise self._transient(doing, exc) from exc
+        except (OSError, TimeoutError) as exc:
+            raise self._transient(doing, exc) from exc
+
+    def _transient(self, doing: str, exc: BaseException) -> TransientError:
+        url = self._engine.url
+        return TransientError(
+            f"could not {doing} in the database at {url.render_as_string(hide_password=True)}"
+            f": {describe_cause(exc, url)}. Check that the database is up and reachable and "
+            "that no other process holds a long write lock; the batch will be retried."
+        )
+
+    async def find_decisions(self, event_ids: Sequence[str]) -> dict[str, StoredDecision]:
+        """Decisions already stored for any of ``event_ids``, keyed by event_id."""
+        wanted = sorted(set(event_ids))
+        found: dict[str, StoredDecision] = {}
+        if not wanted:
+            return found
+        async with self._transaction("look up decisions") as conn:
+            for chunk in chunks(wanted):
+                result = await conn.execute(
+                    sa.select(dec_table).where(dec_table.c.event_id.in_(chunk))
+                )
+                for row in result.mappings():
+                    found[row["event_id"]] = StoredDecision(
+                        record=decision_from_row(row),
+                        published=row["published_at"] is not None,
+                    )
+        return found
+
+    async def find_dead_letters(
+        self, positions: Sequence[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], bool]:
+        """Which of ``positions`` already hold a dead letter, mapped to "published yet".
+
+        A redelivered bad record is then re-published only if its first publication
+        never happened, and not counted twice.
+        """
+        found: dict[tuple[str, int, int], bool] = {}
+        by_partition = _offsets_by_partition(positions)
+        if not by_partition:
+            return found
+        columns = (
+            dl_table.c.source_topic,
+            dl_table.c.source_partition,
+            dl_table.c.source_offset,
+            dl_table.c.published_at,
+        )
+        async with self._transaction("look up dead letters") as conn:
+            for (topic, partition), offsets in by_partition.items():
+                for chunk in chunks(offsets):
+                    result = await conn.execute(
+                        sa.select(*columns)
+                        .where(dl_table.c.source_topic == topic)
+                        .where(dl_table.c.source_partition == partition)
+                        .where(dl_table.c.source_offset.in_(chunk))
+                    )
+                    for t, p, o, published_at in result:
+                        found[(t, p, o)] = published_at is not None
+        return found
+
+    async def record(
+        self,
+        decisions: Sequence[DecisionRecord],
+        dead_letters: Sequence[DeadLetterRecord],
+    ) -> RecordOutcome:
+        """Store a batch's decisions and dead letters in one transaction, skipping keys
+        that already exist."""
+        d_rows = decision_rows(decisions)
+        dl_rows = dead_letter_rows(dead_letters)
+        inserted: set[str] = set()
+        dead_inserted = 0
+        if not d_rows and not dl_rows:
+            return RecordOutcome(frozenset(), frozenset(), 0)
+        dialect = self._engine.dialect.name
+        async with self._transaction("store the batch") as conn:
+            # Decisions before dead letters, always: a fixed lock order across tables.
+            if d_rows:
+                # executemany + RETURNING is sent as multi-row INSERT ... VALUES pages
+                # ("insertmanyvalues"); RETURNING yields only the rows really inserted.
+                stmt = _insert(dec_table, dialect).returning(dec_table.c.event_id)
+                result = await conn.execute(stmt, d_rows)
+                inserted.update(result.scalars().all())
+            if dl_rows:
+                stmt = _insert(dl_table, dialect).returning(dl_table.c.id)
+                result = await conn.execute(stmt, dl_rows)
+                dead_inserted = len(result.scalars().all())
+        requested = frozenset(row["event_id"] for row in d_rows)
+        return RecordOutcome(
+            inserted_event_ids=frozenset(inserted),
+            duplicate_event_ids=requested - inserted,
+            dead_letters_inserted=dead_inserted,
+        )
+
+    async def mark_published(
+        self,
+        event_ids: Sequence[str],
+        dead_letter_positions: Sequence[tuple[str, int, int]],
+        at: datetime,
+    ) -> None:
+        """Stamp decisions and dead letters as published at ``at`` (first time wins)."""
+        ids = sorted(set(event_ids))
+        by_partition = _offsets_by_partition(dead_letter_positions)
+        if not ids and not by_partition:
+            return
+        async with self._transaction("mark the batch published") as conn:
+            for chunk in chunks(ids):
+                await conn.execute(
+                    sa.update(dec_table)
+                    .where(dec_table.c.event_id.in_(chunk))
+                    .where(dec_table.c.published_at.is_(None))
+                    .values(published_at=at)
+                )
+            for (topic, partition), offsets in by_partition.items():
+                for chunk_ in chunks(offsets):
+                    await conn.execute(
+                        sa.update(dl_table)
+                        .where(dl_table.c.source_topic == topic)
+                        .where(dl_table.c.source_partition == partition)
+                        .where(dl_table.c.source_offset.in_(chunk_))
+                        .where(dl_table.c.published_at.is_(None))
+                        .values(published_at=at)
+                    )
+
+    # --- summaries (demo, tests, dashboard) -----------------------------------------
+
+    async def decision_counts(self) -> dict[tuple[str, str], int]:
+        """Number of decisions per (event_type, decision)."""
+        return await self._grouped_count(dec_table, dec_table.c.event_type, dec_table.c.decision)
+
+    async def dead_letter_counts(self) -> dict[tuple[str, str], int]:
+        """Number of dead letters per (event_type, reason)."""
+        return await self._grouped_count(dl_table, dl_table.c.event_type, dl_table.c.reason)
+
+    async def _grouped_count(
+        self, table: sa.Table, first: sa.Column[Any], second: sa.Column[Any]
+    ) -> dict[tuple[str, str], int]:
+        query = sa.select(first, second, sa.func.count()).select_from(table).group_by(first, second)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {(a, b): int(n) for a, b, n in rows}
+
+    async def latency_percentiles(self, qs: Sequence[float] = (0.5, 0.99)) -> dict[float, float]:
+        """Percentiles of ``latency_ms`` over all decisions; empty when there are none."""
+        bad = [q for q in qs if not 0.0 <= q <= 1.0]
+        if bad:
+            raise ValueError(f"percentiles must be between 0 and 1, got {bad}")
+        if not qs:
+            return {}
+        async with self._engine.connect() as conn:
+            if self._engine.dialect.name == "postgresql":
+                # Let the server do it: no need to ship the whole column over the wire.
+                query = sa.select(
+                    *(sa.func.percentile_cont(q).within_group(dec_table.c.latency_ms) for q in qs)
+                )
+                row = (await conn.execute(query)).one()
+                if row[0] is None:
+                    return {}
+                return {q: float(v) for q, v in zip(qs, row, strict=True)}
+            result = await conn.execute(
+                sa.select(dec_table.c.latency_ms).order_by(dec_table.c.latency_ms)
+            )
+            values = [float(v) for v in result.scalars()]
+        return percentiles(values, qs)
+
+    async def count_decisions(self) -> int:
+        """Number of stored decisions."""
+        return await self._count(dec_table)
+
+    async def count_dead_letters(self) -> int:
+        """Number of stored dead letters."""
+        return await self._count(dl_table)
+
+    async def _count(self, table: sa.Table) -> int:
+        async with self._engine.connect() as conn:
+            n = await conn.scalar(sa.select(sa.func.count()).select_from(table))
+        return int(n or 0)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetterRecord]:
+        """The most recent dead letters, newest first."""
+        query = sa.select(dl_table).order_by(dl_table.c.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            result = await conn.execute(query)
+            return [dead_letter_from_row(row) for row in result.mappings()]

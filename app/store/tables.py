@@ -1,0 +1,114 @@
+"""Table definitions of the decision ledger (SQLAlchemy Core, no ORM).
+
+The ledger is where exactly-once happens: ``decisions.event_id`` is unique, and a
+dead letter is unique on the Kafka position it came from, so a redelivered or
+concurrently processed record can never produce a second row. Migration 0001 creates
+exactly these tables; ``tests/test_store.py`` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+# Explicit constraint names keep the hand-written migrations and these definitions
+# in step, and make a constraint violation readable in a log line.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+# SQLite only autoincrements an ``INTEGER PRIMARY KEY``; BIGINT there would need
+# explicit ids. PostgreSQL gets a real 64-bit identity.
+BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware timestamp that comes back aware (UTC) on every backend.
+
+    PostgreSQL stores ``timestamptz`` and returns aware values already. SQLite has no
+    timestamp type: SQLAlchemy stores text and silently drops the offset, so values
+    are normalised to UTC before they are written and tagged UTC when read back.
+    Naive datetimes are refused: their meaning depends on the writer's clock setting.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"naive datetime {value.isoformat()} cannot be stored: "
+                "pass a timezone-aware datetime (e.g. datetime.now(UTC))"
+            )
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("event_type", sa.String(32), nullable=False, index=True),
+    sa.Column("partition_key", sa.String(128), nullable=False),
+    sa.Column("decision", sa.String(64), nullable=False),
+    sa.Column("actions", sa.JSON(), nullable=False),
+    sa.Column("scores", sa.JSON(), nullable=False),
+    sa.Column("model_versions", sa.JSON(), nullable=False),
+    sa.Column("rules_fired", sa.JSON(), nullable=False),
+    sa.Column("reasons", sa.JSON(), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("latency_ms", sa.Float(), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("decided_at", UTCDateTime(), nullable=False, index=True),
+    # Set once the decision is on the decisions topic; NULL means a redelivery must
+    # publish it again rather than decide again.
+    sa.Column("published_at", UTCDateTime(), nullable=True),
+    sa.Column("source_topic", sa.String(255), nullable=False),
+    sa.Column("source_partition", sa.Integer(), nullable=False),
+    sa.Column("source_offset", sa.BigInteger(), nullable=False),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("source_topic", sa.String(255), nullable=False),
+    sa.Column("source_partition", sa.Integer(), nullable=False),
+    sa.Column("source_offset", sa.BigInteger(), nullable=False),
+    # Readable only when the record parsed far enough to find it.
+    sa.Column("event_id", sa.String(64), nullable=True),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("raw", sa.LargeBinary(), nullable=False),
+    sa.Column("key", sa.LargeBinary(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("published_at", UTCDateTime(), nullable=True),
+    # A redelivered bad record is the same position: store it once.
+    sa.UniqueConstraint(
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        name="uq_dead_letters_position",
+    ),
+)

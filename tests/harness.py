@@ -1,0 +1,146 @@
+"""Test helpers that drive the real thing: an ``arbiter run`` process and topic readers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from app.simulator.generate import SimEvent
+from app.simulator.emit import emit
+
+FAST_GROUP = {"ARBITER_SESSION_TIMEOUT_MS": "2000", "ARBITER_HEARTBEAT_INTERVAL_MS": "300"}
+
+
+class ArbiterProcess:
+    """``arbiter run`` as a real child process, configured only through its environment."""
+
+    def __init__(self, log_path: Path, env: Mapping[str, str]) -> None:
+        self.log_path = log_path
+        self._env = {**os.environ, "ARBITER_LOG_FORMAT": "json", **FAST_GROUP, **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ArbiterProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from app.cli import main; main()", "run"],
+            env=self._env,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        return self
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+    async def wait_for_log(self, event: str, timeout: float = 90.0, after: int = 0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"arbiter run exited with {self.proc.returncode}:\n{self.log_path.read_text()}"
+                )
+            if sum(1 for e in self.log_lines() if e.get("event") == event) > after:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no '{event}' log line in {timeout}s:\n{self.log_path.read_text()}")
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def ensure_stopped(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+async def produce(bootstrap: str, events: Sequence[SimEvent], prefix: str = "") -> None:
+    await emit(bootstrap, events, topic_for=lambda t: f"{prefix}events.{t}")
+
+
+async def read_topics(
+    bootstrap: str,
+    topics: Sequence[str],
+    *,
+    until: int,
+    timeout: float = 90.0,
+    settle: float = 1.5,
+) -> dict[str, list[ConsumerRecord[bytes, bytes]]]:
+    """Read every partition of ``topics`` from the beginning until ``until`` records arrived,
+    then keep reading for ``settle`` seconds so that duplicates would show up too.
+
+    Reads by explicit assignment, not a group, and never trusts end offsets (Tansu's
+    ListOffsets(latest) is wrong for multi-record batches, see STACK-NOTES).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: dict[str, list[ConsumerRecord[bytes, bytes]]] = {t: [] for t in topics}
+    try:
+        partitions = []
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic)
+            deadline = time.monotonic() + 10
+            while not parts and time.monotonic() < deadline:
+                await consumer.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic)
+            partitions += [TopicPartition(topic, p) for p in sorted(parts or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while time.monotonic() < (settle_until or deadline):
+            fetched = await consumer.getmany(timeout_ms=200)
+            for tp, records in fetched.items():
+                out[tp.topic].extend(records)
+            if settle_until is None and sum(len(v) for v in out.values()) >= until:
+                settle_until = time.monotonic() + settle
+    finally:
+        await consumer.stop()
+    return out
+
+
+def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return value.decode()
+    return None
+
+
+async def wait_until(predicate: Any, timeout: float = 60.0, interval: float = 0.2) -> None:
+    """Poll ``predicate`` (sync or async) until it is truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError("condition not met in time")
