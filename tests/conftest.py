@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,31 +34,36 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models_dir
 
 
-async def _pg_admin(sql: str) -> None:
+def _pg_admin(sql: str) -> None:
+    """Run one admin statement on its own loop in a worker thread, so sync and async
+    fixtures alike can call it."""
     import asyncpg
 
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+    async def go() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, go()).result(timeout=30)
 
 
 @pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
+def pg_url() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test, dropped afterwards."""
     name = f"arbiter_test_{uuid.uuid4().hex[:12]}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
+    _pg_admin(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     try:
         yield f"{base}/{name}"
     finally:
-        await _pg_admin(
+        _pg_admin(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
         )
-        await asyncio.sleep(0.05)
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}"')
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @pytest.fixture
