@@ -1,1 +1,4 @@
-"""Arbiter: event-driven decisioning middleware (pipeline, features, inference, rules, store, CLI)."""
+"""Arbiter: event-driven decisioning middleware.
+
+The core: pipeline, features, inference, rules engine, store, CLI.
+"""

@@ -20,7 +20,9 @@ from app.errors import ConfigError
 from app.logs import configure_logging
 from app.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Arbiter: events in, decisions out.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Arbiter: events in, decisions out."
+)
 rules_app = typer.Typer(no_args_is_help=True, help="Author and check rule files.")
 db_app = typer.Typer(no_args_is_help=True, help="The decision ledger database.")
 schemas_app = typer.Typer(no_args_is_help=True, help="Event and decision contracts.")
@@ -38,7 +40,8 @@ def _settings(**overrides: Any) -> Settings:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(
-            f"ARBITER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"ARBITER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
         )
         _fail(f"invalid settings: {problems}")
     configure_logging(settings.log_format, settings.log_level)
@@ -82,7 +85,9 @@ def demo(
 
 
 @app.command()
-def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks one.")] = 9092) -> None:
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks one.")] = 9092,
+) -> None:
     """Start the embedded Kafka-compatible broker (Tansu) in the foreground until Ctrl-C."""
     import time
 
@@ -90,7 +95,9 @@ def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks on
 
     try:
         with EmbeddedBroker(port or None) as b:
-            console.print(f"Tansu listening on [bold]{b.bootstrap}[/] (memory storage). Ctrl-C stops it.")
+            console.print(
+                f"Tansu listening on [bold]{b.bootstrap}[/] (memory storage). Ctrl-C stops it."
+            )
             while True:
                 time.sleep(3600)
     except ConfigError as exc:
@@ -173,7 +180,9 @@ def db_upgrade() -> None:
 
 
 @schemas_app.command("export")
-def schemas_export(directory: Annotated[Path, typer.Argument(help="Where to write *.schema.json.")]) -> None:
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(help="Where to write *.schema.json.")],
+) -> None:
     """Write the JSON Schema of every event, outcome and decision type."""
     from schemas.export import write_json_schemas
 

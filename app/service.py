@@ -122,11 +122,11 @@ async def start_components(
             scorer=scorer,
             rules=rules,
             publish=publish,
-            topic_for=lambda kind, t: settings.topic(kind, t),  # type: ignore[arg-type]
+            topic_for=settings.topic,  # type: ignore[arg-type]
             max_event_bytes=settings.max_event_bytes,
         )
         stack.callback(processor.close)
-        yield Components(settings, bootstrap, processor._ledger, processor, producer)  # noqa: SLF001
+        yield Components(settings, bootstrap, processor._ledger, processor, producer)
 
 
 class ConsumeLoop:
@@ -192,7 +192,7 @@ class ConsumeLoop:
                 started = time.perf_counter()
                 try:
                     result = await self._c.processor.process(records)
-                except Exception as exc:  # noqa: BLE001 - nothing may kill the consumer
+                except Exception as exc:
                     failures += 1
                     backoff = min(0.2 * 2**failures, self._max_backoff_s)
                     log.error(
@@ -224,9 +224,7 @@ class ConsumeLoop:
         finally:
             await consumer.stop()  # leaves the group so partitions move at once
 
-    async def _commit(
-        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
-    ) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
             await consumer.commit(offsets)
         except CommitFailedError as exc:

@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
-    PydanticBaseSettingsSource,
     NoDecode,
+    PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
@@ -108,7 +108,9 @@ class Settings(BaseSettings):
 
     # Derived values — one place that knows the naming conventions.
 
-    def topic(self, kind: Literal["events", "decisions", "outcomes", "dlq"], event_type: str) -> str:
+    def topic(
+        self, kind: Literal["events", "decisions", "outcomes", "dlq"], event_type: str
+    ) -> str:
         return f"{self.topic_prefix}{kind}.{event_type}"
 
     @property

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from app.errors import ConfigError
 
@@ -97,7 +98,7 @@ class EmbeddedBroker:
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         binary = find_tansu()
         url = f"tcp://127.0.0.1:{self.port}"
-        out: int | object = subprocess.DEVNULL
+        out: int | IO[bytes] = subprocess.DEVNULL
         log = None
         if self._log_file is not None:
             self._log_file.parent.mkdir(parents=True, exist_ok=True)

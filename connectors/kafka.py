@@ -15,6 +15,7 @@ Tansu quirks handled here: no idempotent producer (``InitProducerId`` fails), an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,7 +39,7 @@ class OutMessage:
 
 
 async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> list[str]:
-    """Create the topics that are missing; return the ones created. Refuse clearly if unreachable."""
+    """Create the missing topics and return their names; refuse clearly if Kafka is unreachable."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     try:
         await admin.start()
@@ -52,12 +53,11 @@ async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) 
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if not missing:
             return []
-        try:
+        # Another process may win the race; the topic is there, which is all we need.
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(
                 [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
             )
-        except TopicAlreadyExistsError:
-            pass  # another process won the race; the topic is there, which is all we need
         return missing
     finally:
         await admin.close()
@@ -87,7 +87,7 @@ def make_consumer(
 
 
 def make_producer(bootstrap: str, *, linger_ms: int = 5) -> AIOKafkaProducer:
-    """A pipelining producer; acks from all in-sync replicas (idempotence is unavailable on Tansu)."""
+    """A pipelining producer, acks from all in-sync replicas (Tansu can't do idempotence)."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",

@@ -17,8 +17,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from app.simulator.generate import SimEvent
 from app.simulator.emit import emit
+from app.simulator.generate import SimEvent
 
 FAST_GROUP = {"ARBITER_SESSION_TIMEOUT_MS": "2000", "ARBITER_HEARTBEAT_INTERVAL_MS": "300"}
 

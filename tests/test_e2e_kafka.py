@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from app.simulator.emit import emit
 from app.simulator.generate import SimEvent, generate
 from app.store import migrate
 from app.store.db import create_engine
 from app.store.ledger import Ledger
 from connectors.broker import EmbeddedBroker
-from app.simulator.emit import emit
 from tests.harness import ArbiterProcess, header, produce, read_topics, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -30,7 +30,7 @@ TYPES = ("order", "ticket", "transaction")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated ledger database: a SQLite file or a fresh PostgreSQL database."""
     if request.param == "sqlite":
         request.applymarker(pytest.mark.sqlite)
@@ -39,7 +39,7 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         request.applymarker(pytest.mark.postgres)
         url = request.getfixturevalue("pg_url")
     await migrate.upgrade(url)
-    yield url
+    return url
 
 
 @pytest.fixture
@@ -92,7 +92,9 @@ async def test_every_valid_event_gets_one_decision_and_every_malformed_one_a_dea
     for record in decisions:
         body = json.loads(record.value)
         assert record.key == body["partition_key"].encode()
-        assert body["decision"] and body["reasons"] and body["model_versions"]
+        assert body["decision"]
+        assert body["reasons"]
+        assert body["model_versions"]
 
     assert sorted(r.value for r in dead) == sorted(e.value for e in bad)
     reasons = Counter(header(r, "arbiter.reason") for r in dead)

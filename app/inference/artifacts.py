@@ -64,7 +64,9 @@ def champion_version(models_dir: Path, name: str) -> int | None:
         return None
     text = pointer.read_text().strip()
     if not text.isdigit():
-        raise ConfigError(f"{pointer} should hold a version number, found {text!r}: fix or delete it")
+        raise ConfigError(
+            f"{pointer} should hold a version number, found {text!r}: fix or delete it"
+        )
     return int(text)
 
 
@@ -85,9 +87,7 @@ def save_model(models_dir: Path, meta: ModelMeta, estimator: Any) -> ModelMeta:
 
 def next_version(models_dir: Path, name: str) -> int:
     folder = models_dir / name
-    versions = [
-        int(p.name[1:]) for p in folder.glob("v*") if p.is_dir() and p.name[1:].isdigit()
-    ]
+    versions = [int(p.name[1:]) for p in folder.glob("v*") if p.is_dir() and p.name[1:].isdigit()]
     return max(versions, default=0) + 1
 
 
@@ -105,12 +105,15 @@ def load_model(models_dir: Path, name: str, version: int) -> tuple[ModelMeta, An
             **{**raw, "features": tuple(raw["features"]), "classes": tuple(raw.get("classes", ()))}
         )
     except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"{meta_path} is not a valid model record ({exc}): restore or delete it") from exc
+        raise ConfigError(
+            f"{meta_path} is not a valid model record ({exc}): restore or delete it"
+        ) from exc
     actual = _sha256(model_path)
     if actual != meta.sha256:
         raise ConfigError(
             f"{model_path} does not match its recorded checksum (expected {meta.sha256[:12]}…, "
-            f"found {actual[:12]}…): the artifact is corrupt or was replaced; restore it or retrain."
+            f"found {actual[:12]}…): the artifact is corrupt or was replaced; "
+            "restore it or retrain."
         )
     untrusted = set(sio.get_untrusted_types(file=model_path)) - TRUSTED_TYPES
     if untrusted:

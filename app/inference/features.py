@@ -8,8 +8,8 @@ model artifact, so a model is never fed columns in an order it was not trained o
 from __future__ import annotations
 
 import math
-from datetime import UTC
 from collections.abc import Sequence
+from datetime import UTC
 
 from schemas import Order, Ticket, Transaction
 

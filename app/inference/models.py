@@ -1,11 +1,11 @@
 """The first models of each event type: how they are trained, loaded and used on a batch.
 
-| model               | estimator                                  | scores it adds                 |
-|---------------------|--------------------------------------------|--------------------------------|
-| transaction.fraud   | histogram gradient boosting on tx features | ``fraud`` (probability)         |
-| order.risk          | histogram gradient boosting on order feats | ``risk`` (P(problem order))     |
-| ticket.category     | TF-IDF (word 1–2 grams) + logistic reg.    | ``category``, ``category_confidence`` |
-| ticket.urgency      | TF-IDF (word 1–2 grams) + logistic reg.    | ``urgency``, ``urgency_confidence``   |
+- ``transaction.fraud``: histogram gradient boosting on transaction features; adds
+  ``fraud`` (a probability).
+- ``order.risk``: histogram gradient boosting on order features; adds ``risk``
+  (probability of a problem order: cancelled, returned, charged back).
+- ``ticket.category`` and ``ticket.urgency``: TF-IDF (word 1-2 grams) + logistic
+  regression; add ``category``/``urgency`` and their ``*_confidence``.
 
 At first start-up (no champion on disk) each model is trained on simulator data with
 planted patterns and saved as version 1; later the trainer (a later issue) adds
@@ -14,6 +14,7 @@ versions from real outcomes. Scoring is one ``predict_proba`` per model per batc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,10 +177,9 @@ def load_or_train(
                 trained_on=f"simulator seed=1 n={spec.train_size}",
                 classes=classes,
             )
-            try:
+            # Another process may train it at the same moment: then load theirs.
+            with contextlib.suppress(FileExistsError):
                 save_model(models_dir, meta, estimator)
-            except FileExistsError:
-                pass  # another process trained it at the same moment: load theirs
             version = champion_version(models_dir, spec.name)
             assert version is not None
         meta, estimator = load_model(models_dir, spec.name, version)

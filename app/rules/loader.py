@@ -584,7 +584,7 @@ _EXPECTED: dict[str, tuple[ValueKind, str]] = {
 }
 
 
-class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes the loader
+class _Invalid(Exception):
     """Raised after a problem is recorded, to abandon the enclosing condition/file."""
 
 
