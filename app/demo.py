@@ -136,6 +136,7 @@ async def run_demo(
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         loop.remove_signal_handler(signal.SIGTERM)
+    console.print()
     console.print(_summary(stats, latency))
     if interrupted.is_set():
         console.print("[yellow]stopped early by Ctrl-C; the broker has been shut down.[/]")

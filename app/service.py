@@ -145,6 +145,7 @@ class ConsumeLoop:
         self._stopping = asyncio.Event()
         self._max_backoff_s = max_backoff_s
         self.batches = 0
+        self.failed_batches = 0
         self.ready = asyncio.Event()
 
     def stop(self) -> None:
@@ -194,6 +195,7 @@ class ConsumeLoop:
                     result = await self._c.processor.process(records)
                 except Exception as exc:
                     failures += 1
+                    self.failed_batches += 1
                     backoff = min(0.2 * 2**failures, self._max_backoff_s)
                     log.error(
                         "batch failed; rewinding and retrying",

@@ -116,6 +116,19 @@ def dead_letter_record(rejected: Rejected, at: datetime) -> DeadLetterRecord:
     )
 
 
+def _single_threaded_math() -> None:
+    """Score with one OpenMP thread on the decide worker.
+
+    For a batch of a few hundred rows, gradient boosting's OpenMP team costs more than it
+    saves, and its spinning threads compete with the event loop and durable_rules for the
+    same cores. (OpenMP thread counts are per calling thread, so this only affects the
+    worker.)
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="openmp")
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -135,7 +148,9 @@ class BatchProcessor:
         self._max_event_bytes = max_event_bytes
         # One thread for scoring + rules: durable_rules must be driven from a single
         # thread, and one call per batch keeps the hand-off cost off each event.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arbiter-decide")
+        self._worker = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="arbiter-decide", initializer=_single_threaded_math
+        )
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
