@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -64,7 +63,9 @@ class Components:
     ledger: Ledger
     processor: BatchProcessor
     producer: AIOKafkaProducer
-    closers: list[Callable[[], Any]] = field(default_factory=list)
+    scorer: Scorer
+    rules: RulesEngine
+    publish: Callable[[Sequence[OutMessage]], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
@@ -117,8 +118,9 @@ async def start_components(
         async def publish(messages: Sequence[OutMessage]) -> None:
             await publish_all(producer, messages)
 
+        ledger = Ledger(engine)
         processor = BatchProcessor(
-            ledger=Ledger(engine),
+            ledger=ledger,
             scorer=scorer,
             rules=rules,
             publish=publish,
@@ -126,7 +128,7 @@ async def start_components(
             max_event_bytes=settings.max_event_bytes,
         )
         stack.callback(processor.close)
-        yield Components(settings, bootstrap, processor._ledger, processor, producer)
+        yield Components(settings, bootstrap, ledger, processor, producer, scorer, rules, publish)
 
 
 class ConsumeLoop:
@@ -138,12 +140,14 @@ class ConsumeLoop:
         *,
         listeners: Sequence[BatchListener] = (),
         max_backoff_s: float = 10.0,
+        isolate_after: int = 3,
     ) -> None:
         self._c = components
         self._settings = components.settings
         self._listeners = list(listeners)
         self._stopping = asyncio.Event()
         self._max_backoff_s = max_backoff_s
+        self._isolate_after = isolate_after
         self.batches = 0
         self.failed_batches = 0
         self.ready = asyncio.Event()
@@ -192,7 +196,10 @@ class ConsumeLoop:
                 ]
                 started = time.perf_counter()
                 try:
-                    result = await self._c.processor.process(records)
+                    if failures >= self._isolate_after:
+                        result = await self._isolate(records)
+                    else:
+                        result = await self._c.processor.process(records)
                 except Exception as exc:
                     failures += 1
                     self.failed_batches += 1
@@ -225,6 +232,30 @@ class ConsumeLoop:
                     listener(result)
         finally:
             await consumer.stop()  # leaves the group so partitions move at once
+
+    async def _isolate(self, records: Sequence[InRecord]) -> BatchResult:
+        """After repeated failures, decide the batch one record at a time so that one poison
+        event is dead-lettered (reason ``processing_error``) instead of stalling its
+        partition. A transient error still fails the whole batch: it will be retried."""
+        processor = self._c.processor
+        merged = BatchResult(records=len(records))
+        for record in records:
+            try:
+                part = await processor.process([record])
+            except TransientError:
+                raise
+            except Exception as exc:
+                log.error(
+                    "poison event dead-lettered",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                )
+                part = await processor.quarantine(record, exc)
+            merged.merge(part)
+        return merged
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:

@@ -5,20 +5,25 @@ until it is stored and published."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from app.inference.models import Score, Scorer
+from app.pipeline.processor import BatchProcessor
 from app.service import ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.generate import generate
 from app.store import migrate
 from connectors.broker import EmbeddedBroker
-from tests.harness import produce, read_topics, wait_until
+from schemas import EventBase
+from tests.harness import header, produce, read_topics, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqlite]
 
@@ -69,7 +74,8 @@ async def test_a_batch_that_cannot_be_stored_is_retried_until_it_is_and_nothing_
             release.set()
             await wait_until(lambda: loop.batches >= 1, timeout=60)
             got = await read_topics(
-                broker.bootstrap, [f"decisions.{t}" for t in ("order", "ticket", "transaction")],
+                broker.bootstrap,
+                [f"decisions.{t}" for t in ("order", "ticket", "transaction")],
                 until=len(events),
             )
             loop.stop()
@@ -80,3 +86,60 @@ async def test_a_batch_that_cannot_be_stored_is_retried_until_it_is_and_nothing_
     ids = Counter(json.loads(r.value)["event_id"] for records in got.values() for r in records)
     assert set(ids) == {e.event_id for e in events}
     assert max(ids.values()) == 1
+
+
+class ScorerThatCrashesOn(Scorer):
+    """A real scorer, except that it raises on one event: a model bug triggered by one input."""
+
+    def __init__(self, inner: Scorer, poison_id: str) -> None:
+        self._inner = inner
+        self._poison_id = poison_id
+
+    def versions(self, event_type: str) -> dict[str, str]:
+        return self._inner.versions(event_type)
+
+    def score(self, event_type: str, events: Sequence[EventBase]) -> list[dict[str, Score]]:
+        if any(e.event_id == self._poison_id for e in events):
+            raise ValueError(f"model cannot handle {self._poison_id}")
+        return self._inner.score(event_type, events)
+
+
+async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_is_decided(
+    broker: EmbeddedBroker, trained_models: Path, tmp_path: Path
+) -> None:
+    """An event that makes deciding fail every time ends in dlq.<type> with reason
+    processing_error after a few retries; every other event gets its one decision."""
+    db_path = tmp_path / "ledger.db"
+    settings = _settings(broker, db_path, trained_models, tmp_path)
+    await migrate.upgrade(f"sqlite+aiosqlite:///{db_path}")
+    events = [e for e in generate(120, seed=22, malformed_rate=0.0) if e.event_type == "order"]
+    poison = events[len(events) // 2]
+    assert poison.event_id is not None
+    async with start_components(settings) as c:
+        processor = BatchProcessor(
+            ledger=c.ledger,
+            scorer=ScorerThatCrashesOn(c.scorer, poison.event_id),
+            rules=c.rules,
+            publish=c.publish,
+            topic_for=settings.topic,  # type: ignore[arg-type]
+            max_event_bytes=settings.max_event_bytes,
+        )
+        components = dataclasses.replace(c, processor=processor)
+        loop = ConsumeLoop(components, max_backoff_s=0.2, isolate_after=2)
+        task = asyncio.create_task(loop.run())
+        await asyncio.wait_for(loop.ready.wait(), 30)
+        await produce(broker.bootstrap, events)
+        got = await read_topics(
+            broker.bootstrap, ["decisions.order", "dlq.order"], until=len(events)
+        )
+        loop.stop()
+        await task
+        processor.close()
+        letters = await c.ledger.dead_letters()
+    decided = Counter(json.loads(r.value)["event_id"] for r in got["decisions.order"])
+    assert set(decided) == {e.event_id for e in events} - {poison.event_id}
+    assert max(decided.values()) == 1
+    assert [r.value for r in got["dlq.order"]] == [poison.value]
+    assert header(got["dlq.order"][0], "arbiter.reason") == "processing_error"
+    assert [(d.reason, d.event_id) for d in letters] == [("processing_error", poison.event_id)]
+    assert loop.failed_batches >= 2

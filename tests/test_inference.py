@@ -465,12 +465,6 @@ def test_champion_pointer_with_junk_is_refused(tmp_path: Path, junk: str) -> Non
     assert str(pointer) in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: champion_version checks str.isdigit(), which accepts Unicode digits "
-    "such as '²' that int() rejects, so a ValueError escapes instead of ConfigError",
-)
 def test_champion_pointer_with_unicode_digit_is_refused(tmp_path: Path) -> None:
     """A CHAMPION holding a non-ASCII digit is refused as a ConfigError too."""
     (tmp_path / "t.m").mkdir()

@@ -191,9 +191,7 @@ def test_assemble_decisions_one_decision_per_event_with_its_provenance() -> None
         assert decision.reasons == (outcome.reason,)
         assert decision.scores == score
         assert decision.model_versions == {f"{event.event_type}.model": "v3"}
-        assert decision.actions == (
-            {"type": "publish", "topic": f"decisions.{event.event_type}"},
-        )
+        assert decision.actions == ({"type": "publish", "topic": f"decisions.{event.event_type}"},)
         assert decision.occurred_at == event.occurred_at
         assert decision.decided_at == decided_at
         assert decision.latency_ms == 12.5
@@ -318,17 +316,12 @@ def test_guess_event_id_of_invalid_json_object() -> None:
     assert guess_event_id(raw) == "txn-77"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="bug: guess_event_id catches ValueError only; json.loads raises RecursionError "
-    "on deeply nested input that decode rejects as malformed_json, so "
-    "processor.dead_letter_record fails the whole batch (poison message)",
-)
 def test_guess_event_id_of_deeply_nested_json_is_none() -> None:
     """A deeply nested document (a rejected malformed_json record) gives None, not a crash."""
     raw = b"[" * 5_000
-    _, rejected = decode_batch([InRecord("order", "events.order", 0, 0, None, raw, 0)], max_bytes=LIMIT)
+    _, rejected = decode_batch(
+        [InRecord("order", "events.order", 0, 0, None, raw, 0)], max_bytes=LIMIT
+    )
     assert [r.error.reason for r in rejected] == ["malformed_json"]
     assert guess_event_id(raw) is None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,8 @@ from app.errors import ConfigError
 TRUSTED_TYPES: frozenset[str] = frozenset(
     {"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}
 )
+
+_VERSION = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def champion_version(models_dir: Path, name: str) -> int | None:
     if not pointer.is_file():
         return None
     text = pointer.read_text().strip()
-    if not text.isdigit():
+    if not _VERSION.fullmatch(text):
         raise ConfigError(
             f"{pointer} should hold a version number, found {text!r}: fix or delete it"
         )
@@ -87,7 +90,9 @@ def save_model(models_dir: Path, meta: ModelMeta, estimator: Any) -> ModelMeta:
 
 def next_version(models_dir: Path, name: str) -> int:
     folder = models_dir / name
-    versions = [int(p.name[1:]) for p in folder.glob("v*") if p.is_dir() and p.name[1:].isdigit()]
+    versions = [
+        int(p.name[1:]) for p in folder.glob("v*") if p.is_dir() and _VERSION.fullmatch(p.name[1:])
+    ]
     return max(versions, default=0) + 1
 
 

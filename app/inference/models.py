@@ -15,6 +15,7 @@ versions from real outcomes. Scoring is one ``predict_proba`` per model per batc
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 
+from app.errors import ConfigError
 from app.inference import features
 from app.inference.artifacts import (
     ModelMeta,
@@ -156,6 +158,20 @@ def _warm_up(model: LoadedModel) -> None:
         model.estimator.predict_proba(["warm up"])
 
 
+def _await_champion(models_dir: Path, name: str, timeout: float = 60.0) -> int:
+    """The champion version, waiting for a concurrent trainer to move the pointer."""
+    deadline = time.monotonic() + timeout
+    while (version := champion_version(models_dir, name)) is None:
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"{models_dir / name} has a model version but no CHAMPION pointer after "
+                f"{timeout:.0f}s: another process may have died while saving; delete the "
+                "folder to retrain."
+            )
+        time.sleep(0.2)
+    return version
+
+
 def load_or_train(
     models_dir: Path, *, on_progress: Callable[[str], None] | None = None
 ) -> dict[str, LoadedModel]:
@@ -180,8 +196,7 @@ def load_or_train(
             # Another process may train it at the same moment: then load theirs.
             with contextlib.suppress(FileExistsError):
                 save_model(models_dir, meta, estimator)
-            version = champion_version(models_dir, spec.name)
-            assert version is not None
+            version = _await_champion(models_dir, spec.name)
         meta, estimator = load_model(models_dir, spec.name, version)
         model = LoadedModel(spec, meta, estimator)
         _warm_up(model)

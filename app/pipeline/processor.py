@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from app.errors import InvalidEvent
 from app.inference.models import Scorer
 from app.pipeline.stages import (
     InRecord,
@@ -60,6 +61,15 @@ class BatchResult:
     latencies_ms: list[float] = field(default_factory=list)
     # produce-time → decision-stored, per new decision (end-to-end through Kafka)
     e2e_ms: list[float] = field(default_factory=list)
+
+    def merge(self, other: BatchResult) -> None:
+        """Add ``other``'s counts to this one (``records`` is set by the caller)."""
+        self.decided.update(other.decided)
+        self.dead_lettered.update(other.dead_lettered)
+        self.redelivered += other.redelivered
+        self.republished += other.republished
+        self.latencies_ms.extend(other.latencies_ms)
+        self.e2e_ms.extend(other.e2e_ms)
 
 
 def decision_record(decision: Decision, item: Valid) -> DecisionRecord:
@@ -196,6 +206,27 @@ class BatchProcessor:
             value=rejected.record.value,
             headers=dead_letter_headers(rejected),
         )
+
+    async def quarantine(self, record: InRecord, error: BaseException) -> BatchResult:
+        """Dead-letter one record that processing keeps failing on (a poison event), so its
+        partition moves on; the original bytes and the error are kept for replay."""
+        reason = InvalidEvent(
+            "processing_error",
+            f"deciding this event failed repeatedly ({type(error).__name__}: {error}); "
+            "fix the cause (rule, model or bug) and replay it from the dead letters",
+        )
+        rejected = Rejected(record, reason)
+        position = (record.topic, record.partition, record.offset)
+        stored = await self._ledger.find_dead_letters([position])
+        result = BatchResult(records=1)
+        if stored.get(position):
+            return result
+        if position not in stored:
+            await self._ledger.record([], [dead_letter_record(rejected, utcnow())])
+            result.dead_lettered[(record.event_type, reason.reason)] += 1
+        await self._publish([self._dead_letter_message(rejected)])
+        await self._ledger.mark_published([], [position], utcnow())
+        return result
 
     async def process(self, records: Sequence[InRecord]) -> BatchResult:
         received_at = utcnow()

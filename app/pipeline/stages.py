@@ -67,6 +67,13 @@ def decode_batch(
         except InvalidEvent as exc:
             rejected.append(Rejected(record, exc))
             continue
+        except Exception as exc:  # a decoder bug must not stall a partition
+            detail = (
+                f"the decoder failed on this record ({type(exc).__name__}: {exc}); "
+                "it is kept here so it can be replayed once the bug is fixed"
+            )
+            rejected.append(Rejected(record, InvalidEvent("decode_error", detail)))
+            continue
         valid.append(Valid(record, event, event.model_dump(mode="json")))
     return valid, rejected
 
@@ -129,11 +136,16 @@ def dead_letter_headers(rejected: Rejected) -> tuple[tuple[str, bytes], ...]:
     record = rejected.record
     return (
         ("arbiter.reason", rejected.error.reason.encode()),
-        ("arbiter.detail", rejected.error.detail.encode()[:4096]),
+        ("arbiter.detail", _clip_utf8(rejected.error.detail, 4096)),
         ("arbiter.source.topic", record.topic.encode()),
         ("arbiter.source.partition", str(record.partition).encode()),
         ("arbiter.source.offset", str(record.offset).encode()),
     )
+
+
+def _clip_utf8(text: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of UTF-8, never cutting a character in half."""
+    return text.encode()[:limit].decode(errors="ignore").encode()
 
 
 def guess_event_id(raw: bytes) -> str | None:
@@ -142,7 +154,7 @@ def guess_event_id(raw: bytes) -> str | None:
 
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # hostile nesting must not stall a partition
         return None
     if isinstance(data, dict):
         value = data.get("event_id")
