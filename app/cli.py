@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from app.errors import ConfigError
 from app.logs import configure_logging
@@ -49,7 +50,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print("[bold red]error:[/]", escape(message), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -63,9 +64,9 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 @app.command()
 def run() -> None:
     """Consume events.<type>, decide, publish decisions.<type>; stop cleanly on SIGTERM/SIGINT."""
+    settings = _settings()
     from app.runner import run_service
 
-    settings = _settings()
     _run(lambda: run_service(settings))
 
 
@@ -76,9 +77,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Simulator seed (same seed, same events).")] = 7,
 ) -> None:
     """Run everything on embedded defaults: broker, SQLite, models, rules, simulator."""
+    settings = _settings(log_level="warning", kafka_bootstrap=None)
     from app.demo import run_demo
 
-    settings = _settings(log_level="warning", kafka_bootstrap=None)
     if settings.kafka_bootstrap:
         settings = settings.model_copy(update={"kafka_bootstrap": None})
     _run(lambda: run_demo(settings, events=events, rate=rate, seed=seed, console=console))
@@ -136,7 +137,7 @@ def rules_check(
     rules_dir: Annotated[Path | None, typer.Option("--dir", help="Folder of rule files.")] = None,
 ) -> None:
     """Validate every rule file; print each problem with file, line, rule and fix."""
-    from app.inference.models import SCORE_TYPES
+    from app.inference.catalog import SCORE_TYPES
     from app.rules.loader import check_rules
     from schemas import field_types
 
@@ -145,7 +146,7 @@ def rules_check(
     scores = {t: SCORE_TYPES[t] for t in settings.event_types}
     rulesets, problems = check_rules(settings.rules_dir, types, scores)
     for problem in problems:
-        err.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)
+        err.print("[red]✗[/]", escape(str(problem)), highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     for name, ruleset in sorted(rulesets.items()):

@@ -1,8 +1,10 @@
 """Structured logging, configured once by the composition root.
 
-JSON lines when stdout is not a terminal (or ``ARBITER_LOG_FORMAT=json``), readable
+JSON lines when stderr is not a terminal (or ``ARBITER_LOG_FORMAT=json``), readable
 colour output on a terminal. Per-message context (event_id, topic, partition, offset) is
-bound with ``structlog.contextvars`` by the consumer.
+bound with ``structlog.contextvars`` by the consumer. Libraries that log through the
+standard ``logging`` module (aiokafka, alembic) go through the same renderer, so the
+stream stays one JSON object per line.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ def configure_logging(
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             renderer,
@@ -35,5 +40,18 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # aiokafka logs every rebalance and retry at INFO/ERROR through stdlib logging.
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # aiokafka reports every rebalance and reconnect at INFO: keep warnings and above.
+    root.setLevel(max(numeric, logging.WARNING))

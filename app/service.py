@@ -21,7 +21,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from app.errors import ConfigError, TransientError
-from app.inference.models import SCORE_TYPES, Scorer, load_or_train
+from app.inference.catalog import SCORE_TYPES
+from app.inference.models import Scorer, load_or_train
 from app.pipeline.processor import BatchProcessor, BatchResult, summarise
 from app.pipeline.stages import InRecord
 from app.rules.engine import RulesEngine
@@ -89,13 +90,6 @@ async def start_components(
         say(f"loading rules from {settings.rules_dir}")
         rules = load_rules_engine(settings)
 
-        say("loading models")
-        loop = asyncio.get_running_loop()
-        models = await loop.run_in_executor(
-            None, lambda: load_or_train(settings.resolved_models_dir, on_progress=say)
-        )
-        scorer = Scorer(models)
-
         bootstrap = settings.kafka_bootstrap
         if not bootstrap:
             broker = EmbeddedBroker(log_file=settings.data_dir / "broker.log").start()
@@ -105,6 +99,13 @@ async def start_components(
         created = await ensure_topics(bootstrap, all_topics(settings), settings.topic_partitions)
         if created:
             say(f"created {len(created)} topics")
+
+        say("loading models")
+        loop = asyncio.get_running_loop()
+        models = await loop.run_in_executor(
+            None, lambda: load_or_train(settings.resolved_models_dir, on_progress=say)
+        )
+        scorer = Scorer(models)
 
         producer = make_producer(bootstrap)
         try:

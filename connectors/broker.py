@@ -137,7 +137,7 @@ class EmbeddedBroker:
         self.stop()
         raise ConfigError(f"the embedded broker did not listen on port {self.port} in {timeout}s")
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return

@@ -30,7 +30,8 @@ from app.inference.artifacts import (
     next_version,
     save_model,
 )
-from app.inference.models import SCORE_TYPES, SPECS, LoadedModel, Scorer, load_or_train
+from app.inference.catalog import SCORE_TYPES
+from app.inference.models import SPECS, LoadedModel, Scorer, load_or_train
 from app.simulator.generate import training_set
 from schemas import Order, OrderItem, Ticket, Transaction
 from schemas.transaction import Device

@@ -42,18 +42,6 @@ from schemas import EventBase, Order, Ticket, Transaction
 
 Score = float | str
 
-# What each event type's scores are called and their kind: the rules checker uses this.
-SCORE_TYPES: dict[str, dict[str, str]] = {
-    "transaction": {"fraud": "number"},
-    "order": {"risk": "number"},
-    "ticket": {
-        "category": "string",
-        "category_confidence": "number",
-        "urgency": "string",
-        "urgency_confidence": "number",
-    },
-}
-
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -1,0 +1,165 @@
+"""``arbiter demo`` as a real process: the summary it prints, and that however it ends
+(finished, Ctrl-C, killed) no embedded broker is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.kafka, pytest.mark.sqlite]
+
+DEMO = [sys.executable, "-c", "from app.cli import main; main()", "demo"]
+EARLY_STOP = "stopped early by Ctrl-C; the broker has been shut down."
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie waiting to be reaped counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+
+
+def _tansu_children(parent: int) -> list[int]:
+    """Pids of the running processes whose parent is ``parent`` and whose argv names tansu."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"tansu" in cmdline and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not within {timeout}s")
+
+
+@pytest.fixture
+def demo_env(tmp_path: Path, trained_models: Path) -> dict[str, str]:
+    """The demo's data under tmp_path, using the session's models (no retraining)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
+    return {
+        **base,
+        "ARBITER_DATA_DIR": str(tmp_path / "data"),
+        "ARBITER_MODELS_DIR": str(trained_models),
+        "COLUMNS": "200",
+    }
+
+
+@pytest.fixture
+def long_demo(
+    demo_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A demo that would run for minutes, started and up to its broker: (process, tansu pid)."""
+    proc = subprocess.Popen(
+        [*DEMO, "--events", "100000", "--rate", "200"],
+        env=demo_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        children: list[int] = []
+
+        def broker_up() -> bool:
+            assert proc.poll() is None, proc.communicate()[0]
+            children[:] = _tansu_children(proc.pid)
+            return bool(children)
+
+        _wait_for(broker_up, 60, "the demo's Tansu child")
+        yield proc, children[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
+def _table(stdout: str, title: str) -> list[list[str]]:
+    """The body rows of the Rich table titled ``title`` in ``stdout``, as cell lists."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if title in line)
+    rows = []
+    for line in lines[start + 1 :]:
+        if line.startswith("└"):
+            break
+        if line.startswith("│"):
+            rows.append([cell.strip() for cell in line.strip("│").split("│")])
+    return rows
+
+
+def _count(cell: str) -> int:
+    return int(cell.replace(",", ""))
+
+
+def test_demo_decides_every_event_and_prints_the_summary(
+    demo_env: dict[str, str], tmp_path: Path
+) -> None:
+    """400 events at full speed: exit 0; decisions plus dead letters in the summary make 400."""
+    result = subprocess.run(
+        [*DEMO, "--events", "400", "--rate", "0"],
+        env=demo_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    decided = _table(result.stdout, "Decisions by type")
+    dead = _table(result.stdout, "Dead letters by reason")
+    latency = _table(result.stdout, "Latency")
+    assert {row[0] for row in decided} == {"order", "ticket", "transaction"}
+    assert dead, "the simulator sends ~2 % malformed events; none was dead-lettered"
+    assert sum(_count(row[2]) for row in decided) + sum(_count(row[2]) for row in dead) == 400
+    assert len(latency) == 2
+    assert EARLY_STOP not in result.stdout
+    assert (tmp_path / "data" / "demo" / "arbiter.db").is_file()
+
+
+def test_demo_stops_on_ctrl_c_with_the_early_stop_line_and_no_broker_left(
+    long_demo: tuple[subprocess.Popen[str], int],
+) -> None:
+    """SIGINT mid-run: the demo exits 0, says it stopped early, and its Tansu is gone."""
+    proc, tansu = long_demo
+
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+
+    assert proc.returncode == 0, stdout
+    assert EARLY_STOP in stdout
+    assert "Decisions by type" in stdout
+    assert "Traceback" not in stdout
+    _wait_for(lambda: not _alive(tansu), 10, "Tansu exit")
+
+
+def test_a_killed_demo_takes_its_broker_down_with_it(
+    long_demo: tuple[subprocess.Popen[str], int],
+) -> None:
+    """SIGKILL to the demo (no cleanup runs): the kernel's parent-death signal ends Tansu."""
+    proc, tansu = long_demo
+
+    proc.kill()
+    proc.wait(10)
+
+    _wait_for(lambda: not _alive(tansu), 10, "Tansu exit after its parent was killed")
