@@ -10,8 +10,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,39 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.errors import ConfigError
 from connectors.broker import EmbeddedBroker, free_port
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie waiting to be reaped counts as gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return text.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
-
-
-def _tansu_children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and b"tansu" in cmdline and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not within {timeout}s")
+from tests.harness import alive, tansu_children, wait_for
 
 
 async def _round_trip(bootstrap: str, topic: str) -> bytes:
@@ -88,13 +54,13 @@ async def test_embedded_broker_serves_a_kafka_client_and_leaves_no_process() -> 
     pid = broker.pid
     try:
         assert pid is not None
-        assert _alive(pid)
+        assert alive(pid)
         assert broker.bootstrap == f"127.0.0.1:{broker.port}"
         assert await _round_trip(broker.bootstrap, "broker.roundtrip") == b"hello"
     finally:
         broker.stop()
 
-    assert not _alive(pid)
+    assert not alive(pid)
     assert broker.pid is None
 
 
@@ -136,7 +102,7 @@ def test_broker_command_serves_kafka_and_stops_on_ctrl_c(tmp_path: Path) -> None
 
         def listening() -> bool:
             assert proc.poll() is None, proc.communicate()[0]
-            children[:] = _tansu_children(proc.pid)
+            children[:] = tansu_children(proc.pid)
             if not children:
                 return False
             try:
@@ -145,7 +111,7 @@ def test_broker_command_serves_kafka_and_stops_on_ctrl_c(tmp_path: Path) -> None
                 return False
             return True
 
-        _wait_for(listening, 30, f"`arbiter broker` listening on {port}")
+        wait_for(listening, 30, f"`arbiter broker` listening on {port}")
         assert asyncio.run(_round_trip(f"127.0.0.1:{port}", "cli.roundtrip")) == b"hello"
 
         proc.send_signal(signal.SIGINT)
@@ -158,4 +124,4 @@ def test_broker_command_serves_kafka_and_stops_on_ctrl_c(tmp_path: Path) -> None
     assert proc.returncode == 0, stdout
     assert f"Tansu listening on 127.0.0.1:{port}" in stdout
     assert "broker stopped" in stdout
-    _wait_for(lambda: not any(_alive(pid) for pid in children), 10, "Tansu exit")
+    wait_for(lambda: not any(alive(pid) for pid in children), 10, "Tansu exit")

@@ -7,50 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.harness import alive, tansu_children, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqlite]
 
 DEMO = [sys.executable, "-c", "from app.cli import main; main()", "demo"]
 EARLY_STOP = "stopped early by Ctrl-C; the broker has been shut down."
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie waiting to be reaped counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
-
-
-def _tansu_children(parent: int) -> list[int]:
-    """Pids of the running processes whose parent is ``parent`` and whose argv names tansu."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and b"tansu" in cmdline and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not within {timeout}s")
 
 
 @pytest.fixture
@@ -83,10 +50,10 @@ def long_demo(
 
         def broker_up() -> bool:
             assert proc.poll() is None, proc.communicate()[0]
-            children[:] = _tansu_children(proc.pid)
+            children[:] = tansu_children(proc.pid)
             return bool(children)
 
-        _wait_for(broker_up, 60, "the demo's Tansu child")
+        wait_for(broker_up, 60, "the demo's Tansu child")
         yield proc, children[0]
     finally:
         if proc.poll() is None:
@@ -150,7 +117,7 @@ def test_demo_stops_on_ctrl_c_with_the_early_stop_line_and_no_broker_left(
     assert EARLY_STOP in stdout
     assert "Decisions by type" in stdout
     assert "Traceback" not in stdout
-    _wait_for(lambda: not _alive(tansu), 10, "Tansu exit")
+    wait_for(lambda: not alive(tansu), 10, "Tansu exit")
 
 
 def test_a_killed_demo_takes_its_broker_down_with_it(
@@ -162,4 +129,4 @@ def test_a_killed_demo_takes_its_broker_down_with_it(
     proc.kill()
     proc.wait(10)
 
-    _wait_for(lambda: not _alive(tansu), 10, "Tansu exit after its parent was killed")
+    wait_for(lambda: not alive(tansu), 10, "Tansu exit after its parent was killed")

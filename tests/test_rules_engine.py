@@ -12,45 +12,16 @@ from typing import Any
 import pytest
 
 from app.errors import ConfigError
+from app.inference.catalog import SCORE_TYPES
 from app.rules.engine import RuleResult, RulesEngine
 from app.rules.loader import load_rulesets
 from app.rules.spec import AllOf, AnyOf, Compare, Condition, Not, RuleSet
+from schemas import EVENT_MODELS, field_types
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
 
-FIELDS: dict[str, dict[str, str]] = {
-    "transaction": {
-        "amount": "number",
-        "currency": "string",
-        "merchant_category": "string",
-        "channel": "string",
-        "country": "string",
-        "card_country": "string",
-        "device.is_new": "boolean",
-        "device.kind": "string",
-        "attributes.*": "any",
-    },
-    "order": {
-        "items": "array",
-        "items.*.sku": "string",
-        "items.*.quantity": "number",
-        "total": "number",
-        "payment_method": "string",
-        "first_order": "boolean",
-        "attributes.*": "any",
-    },
-    "ticket": {"channel": "string", "customer_tier": "string", "attributes.*": "any"},
-}
-SCORES: dict[str, dict[str, str]] = {
-    "transaction": {"fraud": "number"},
-    "order": {"risk": "number"},
-    "ticket": {
-        "category": "string",
-        "category_confidence": "number",
-        "urgency": "string",
-        "urgency_confidence": "number",
-    },
-}
+FIELDS = {t: field_types(t) for t in EVENT_MODELS}
+SCORES = SCORE_TYPES
 
 
 def transaction_rules(tmp_path: Path, rules: str, name: str = "transaction.yaml") -> RuleSet:

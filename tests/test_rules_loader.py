@@ -8,70 +8,16 @@ from pathlib import Path
 import pytest
 
 from app.errors import ConfigError
+from app.inference.catalog import SCORE_TYPES
 from app.rules.loader import RuleProblem, check_rules, load_rulesets
 from app.rules.spec import AllOf, AnyOf, Compare, Not
+from schemas import EVENT_MODELS, field_types
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
 
 # Mirrors schemas.field_types(event_type) for the shipped event schemas.
-FIELD_TYPES: dict[str, dict[str, str]] = {
-    "transaction": {
-        "event_id": "string",
-        "occurred_at": "datetime",
-        "account_id": "string",
-        "amount": "number",
-        "currency": "string",
-        "merchant": "string",
-        "merchant_category": "string",
-        "channel": "string",
-        "country": "string",
-        "card_country": "string",
-        "device": "object",
-        "device.device_id": "string",
-        "device.kind": "string",
-        "device.is_new": "boolean",
-        "attributes": "object",
-        "attributes.*": "any",
-    },
-    "order": {
-        "event_id": "string",
-        "occurred_at": "datetime",
-        "customer_id": "string",
-        "items": "array",
-        "items.*.sku": "string",
-        "items.*.quantity": "number",
-        "items.*.unit_price": "number",
-        "total": "number",
-        "currency": "string",
-        "payment_method": "string",
-        "billing_country": "string",
-        "shipping_country": "string",
-        "first_order": "boolean",
-        "attributes": "object",
-        "attributes.*": "any",
-    },
-    "ticket": {
-        "event_id": "string",
-        "occurred_at": "datetime",
-        "customer_id": "string",
-        "channel": "string",
-        "subject": "string",
-        "body": "string",
-        "customer_tier": "string",
-        "attributes": "object",
-        "attributes.*": "any",
-    },
-}
-SCORE_TYPES: dict[str, dict[str, str]] = {
-    "transaction": {"fraud": "number"},
-    "order": {"risk": "number"},
-    "ticket": {
-        "category": "string",
-        "category_confidence": "number",
-        "urgency": "string",
-        "urgency_confidence": "number",
-    },
-}
+FIELD_TYPES = {t: field_types(t) for t in EVENT_MODELS}
+
 TX_ONLY = {"transaction": FIELD_TYPES["transaction"]}
 
 GOOD_HEAD = """\
