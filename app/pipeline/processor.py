@@ -126,6 +126,19 @@ def dead_letter_record(rejected: Rejected, at: datetime) -> DeadLetterRecord:
     )
 
 
+def _log_dead_letter(rejected: Rejected) -> None:
+    """One line per dead letter, bound to where it came from (never the payload itself)."""
+    record = rejected.record
+    with structlog.contextvars.bound_contextvars(
+        event_type=record.event_type,
+        event_id=guess_event_id(record.value),
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+    ):
+        log.warning("dead letter", reason=rejected.error.reason, detail=rejected.error.detail)
+
+
 def _single_threaded_math() -> None:
     """Score with one OpenMP thread on the decide worker.
 
@@ -283,6 +296,7 @@ class BatchProcessor:
             dl_positions.append(pos)
             if pos not in dl_published:
                 result.dead_lettered[(r.record.event_type, r.error.reason)] += 1
+                _log_dead_letter(r)
         await self._publish(to_publish)
         if published_ids or dl_positions:
             await self._ledger.mark_published(published_ids, dl_positions, utcnow())
