@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -23,10 +23,13 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from app.errors import ConfigError, TransientError
 from app.inference.catalog import SCORE_TYPES
 from app.inference.models import Scorer, load_or_train
+from app.metrics import RULES_RELOADS
 from app.pipeline.processor import BatchProcessor, BatchResult, summarise
 from app.pipeline.stages import InRecord
 from app.rules.engine import RulesEngine
 from app.rules.loader import load_rulesets
+from app.rules.reload import RulesWatcher
+from app.rules.spec import Publish, RuleSet
 from app.settings import Settings
 from app.store import migrate
 from app.store.db import check_connection, create_engine
@@ -51,10 +54,31 @@ def all_topics(settings: Settings) -> list[str]:
     return [settings.topic(k, t) for t in settings.event_types for k in kinds]  # type: ignore[arg-type]
 
 
-def load_rules_engine(settings: Settings) -> RulesEngine:
-    types = {t: field_types(t) for t in settings.event_types}
+def publish_topics(rulesets: Mapping[str, RuleSet]) -> list[str]:
+    """Topics that ``publish:`` actions name: created before the rules go into service, so
+    a decision is never held up by a topic that does not exist yet."""
+    return sorted(
+        {
+            action.topic
+            for ruleset in rulesets.values()
+            for rule in ruleset.rules
+            for action in rule.actions
+            if isinstance(action, Publish)
+        }
+    )
+
+
+def rule_vocabulary(
+    settings: Settings,
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """The fields and scores rule files may name, for the event types this process runs."""
+    types: dict[str, dict[str, str]] = {t: dict(field_types(t)) for t in settings.event_types}
     scores = {t: SCORE_TYPES[t] for t in settings.event_types}
-    return RulesEngine(load_rulesets(settings.rules_dir, types, scores))
+    return types, scores
+
+
+def load_rules_engine(settings: Settings) -> RulesEngine:
+    return RulesEngine(load_rulesets(settings.rules_dir, *rule_vocabulary(settings)))
 
 
 @dataclass
@@ -96,7 +120,11 @@ async def start_components(
             stack.callback(broker.stop)
             bootstrap = broker.bootstrap
             say(f"embedded broker (Tansu) listening on {bootstrap}")
-        created = await ensure_topics(bootstrap, all_topics(settings), settings.topic_partitions)
+        created = await ensure_topics(
+            bootstrap,
+            [*all_topics(settings), *publish_topics(rules.rulesets)],
+            settings.topic_partitions,
+        )
         if created:
             say(f"created {len(created)} topics")
 
@@ -152,6 +180,11 @@ class ConsumeLoop:
         self.batches = 0
         self.failed_batches = 0
         self.ready = asyncio.Event()
+        self._watcher = RulesWatcher(
+            self._settings.rules_dir,
+            *rule_vocabulary(self._settings),
+            interval_s=self._settings.rules_reload_s,
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -177,6 +210,7 @@ class ConsumeLoop:
         failures = 0
         try:
             while not self._stopping.is_set():
+                await self._maybe_reload_rules()
                 fetched = await consumer.getmany(
                     timeout_ms=max(s.batch_wait_ms, 100), max_records=s.batch_max
                 )
@@ -233,6 +267,29 @@ class ConsumeLoop:
                     listener(result)
         finally:
             await consumer.stop()  # leaves the group so partitions move at once
+
+    async def _maybe_reload_rules(self) -> None:
+        """Between batches: swap in changed rule files, or refuse them and keep serving."""
+        change = self._watcher.poll()
+        if change is None:
+            return
+        if change.rulesets is None:
+            RULES_RELOADS.labels(result="refused").inc()
+            log.error(
+                "rules change refused; the rules in service keep serving",
+                rules_dir=str(self._settings.rules_dir),
+                problems=[str(p) for p in change.problems],
+            )
+            return
+        await ensure_topics(
+            self._c.bootstrap, publish_topics(change.rulesets), self._settings.topic_partitions
+        )
+        await self._c.processor.swap_rules(change.rulesets)
+        RULES_RELOADS.labels(result="applied").inc()
+        log.info(
+            "rules reloaded",
+            versions={name: rs.version for name, rs in sorted(change.rulesets.items())},
+        )
 
     async def _isolate(self, records: Sequence[InRecord]) -> BatchResult:
         """After repeated failures, decide the batch one record at a time so that one poison

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=64 * 1024, ge=1024)
     consumer_group: str = "arbiter"
     event_types: Annotated[tuple[str, ...], NoDecode] = EVENT_TYPES
+    rules_reload_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often a running consumer looks for rule changes; 0 = never.",
+    )
     auto_migrate: bool = Field(
         default=False, description="Apply database migrations at start-up (demo, dev)."
     )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from app.errors import ConfigError, TransientError
@@ -40,6 +41,8 @@ class OutMessage:
 
 async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> list[str]:
     """Create the missing topics and return their names; refuse clearly if Kafka is unreachable."""
+    if not topics:
+        return []
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     try:
         await admin.start()
@@ -83,6 +86,10 @@ def make_consumer(
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=heartbeat_interval_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        # Range assignment gives one member the same partition numbers of every events
+        # topic: a customer's orders, tickets and transactions (same key, same partition
+        # number) meet in one process, which correlation windows rely on.
+        partition_assignment_strategy=(RangePartitionAssignor,),
     )
 
 

@@ -26,6 +26,9 @@ class Decision(Contract):
     model_versions: dict[str, str] = Field(default_factory=dict)
     rules_fired: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    ruleset_version: Annotated[str, StringConstraints(max_length=32)] = Field(
+        default="", description="Content hash of the rule files that made the decision."
+    )
     occurred_at: Timestamp = Field(description="When the event happened (from the event).")
     decided_at: Timestamp
     latency_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)]

@@ -14,6 +14,7 @@ import pytest
 from app.errors import ConfigError
 from app.inference.catalog import SCORE_TYPES
 from app.rules.engine import RuleResult, RulesEngine
+from app.rules.expr import Expression, evaluate
 from app.rules.loader import load_rulesets
 from app.rules.spec import AllOf, AnyOf, Compare, Condition, Not, RuleSet
 from schemas import EVENT_MODELS, field_types
@@ -80,15 +81,30 @@ def fact(**fields: Any) -> dict[str, Any]:
 def test_first_matching_rule_in_file_order_wins(engine: RulesEngine) -> None:
     """When several rules match, the earliest one decides."""
     both = fact(amount=5000, channel="online", scores={"fraud": 0.95})
+    version = engine.rulesets["transaction"].version
     assert engine.evaluate("transaction", [both]) == [
-        RuleResult("decline", "decline_fraud", "Fraud.")
+        RuleResult(
+            "decline",
+            "decline_fraud",
+            "Fraud.",
+            rules_fired=("decline_fraud",),
+            reasons=("Fraud.",),
+            ruleset_version=version,
+        )
     ]
 
 
 def test_default_applies_when_no_rule_matches(engine: RulesEngine) -> None:
     """No matching rule → the ruleset's default, with rule None."""
+    version = engine.rulesets["transaction"].version
     assert engine.evaluate("transaction", [fact()]) == [
-        RuleResult("approve", None, "Nothing matched.")
+        RuleResult(
+            "approve",
+            None,
+            "Nothing matched.",
+            reasons=("Nothing matched.",),
+            ruleset_version=version,
+        )
     ]
 
 
@@ -230,6 +246,57 @@ def test_shipped_rules_decide_realistic_events() -> None:
     assert [r.decision for r in order] == ["review"]
 
 
+def test_shipped_rules_show_collect_mode_tables_and_regex() -> None:
+    """ticket collects tags and fields; order's table bands totals; regex reads subjects."""
+    engine = RulesEngine(load_rulesets(REPO_RULES, FIELDS, SCORES))
+    (locked,) = engine.evaluate(
+        "ticket",
+        [
+            {
+                "subject": "Locked out after PASSWORD reset",
+                "customer_tier": "enterprise",
+                "scores": {"urgency": "high", "category": "account", "category_confidence": 0.9},
+            }
+        ],
+    )
+    assert locked.decision == "escalate"
+    assert locked.rules_fired == (
+        "escalate_urgent_premium",
+        "flag_account_lockout",
+        "route_account",
+        "tag_urgent",
+    )
+    assert locked.actions == (
+        {"type": "set", "values": {"priority": "p1", "queue": "account"}},
+        {"type": "tag", "tags": ["vip", "account_access", "urgent"]},
+    )
+    assert locked.reasons[-2] == "Looks like an account or login question (90% sure)."
+    orders = engine.evaluate(
+        "order",
+        [
+            {"total": "6000.00", "payment_method": "crypto", "currency": "EUR", "scores": {}},
+            {"total": "6000.00", "payment_method": "card", "scores": {"risk": 0.1}},
+        ],
+    )
+    assert [(r.decision, r.rule) for r in orders] == [
+        ("hold", "total_band_by_payment.1"),
+        ("review", "total_band_by_payment.2"),
+    ]
+    assert orders[0].reason == "A 6000.00 EUR order paid by crypto."
+    (young,) = engine.evaluate(
+        "transaction",
+        [
+            {
+                "amount": "900.00",
+                "channel": "pos",
+                "attributes": {"account_age_days": 2},
+                "scores": {"fraud": 0.1},
+            }
+        ],
+    )
+    assert (young.decision, young.rule) == ("review", "review_amount_large_for_account_age")
+
+
 # A plain-Python reading of the rule language, to check durable against.
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
@@ -243,11 +310,25 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _reference(condition: Condition, flat: Mapping[str, Any]) -> bool | None:
+def _reference(  # noqa: PLR0911 - mirrors the language case by case
+    condition: Condition, flat: Mapping[str, Any]
+) -> bool | None:
     """Three-valued: None when a comparison reads a missing field."""
     if isinstance(condition, Compare):
         key = condition.path.replace(".", "__")
-        return None if key not in flat else _OPS[condition.op](flat[key], condition.value)
+        if condition.op == "exists":
+            return key in flat
+        if key not in flat:
+            return None
+        value = condition.value
+        if isinstance(value, Expression):
+            operands = {p: flat.get(p.replace(".", "__")) for p in value.paths}
+            if None in operands.values():
+                return None
+            value = evaluate(value.tree, operands.__getitem__)
+            if value is None:
+                return None
+        return _OPS[condition.op](flat[key], value)
     if isinstance(condition, Not):
         inner = _reference(condition.condition, flat)
         return None if inner is None else not inner

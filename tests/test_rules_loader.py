@@ -112,7 +112,7 @@ def test_files_for_one_type_are_merged_in_file_name_order(tmp_path: Path) -> Non
         tmp_path,
         "b.yaml",
         "ruleset: transaction\nrules:\n"
-        "  - {name: two, when: {field: amount, gt: 2}, decision: y}\n",
+        "  - {name: two, when: {field: amount, lt: 2}, decision: y}\n",
     )
     ruleset = load_rulesets(tmp_path, TX_ONLY, SCORE_TYPES)["transaction"]
     assert [r.name for r in ruleset.rules] == ["one", "two"]

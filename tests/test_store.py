@@ -502,3 +502,24 @@ def test_percentiles_interpolate_linearly() -> None:
     }
     assert percentiles([40.0, 10.0, 30.0, 20.0], [0.5]) == {0.5: 25.0}
     assert percentiles([], [0.5]) == {}
+
+
+async def test_decided_events_pages_oldest_first_from_since_without_repeats(
+    ledger: Ledger,
+) -> None:
+    """Replays read every decided event at or after `since`, in event-time order, in pages,
+    each once — even when many share one occurred_at."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [
+        decision(f"evt-{i:03d}", occurred_at=base + timedelta(seconds=i // 3)) for i in range(30)
+    ]
+    await ledger.record(records, [])
+    since = base + timedelta(seconds=2)
+    pages = [page async for page in ledger.decided_events(since, page=4)]
+    ids = [e.payload["event_id"] for page in pages for e in page]
+    assert sorted(ids) == [f"evt-{i:03d}" for i in range(6, 30)]
+    times = [e.occurred_at for page in pages for e in page]
+    assert times == sorted(times)
+    assert min(times) == since
+    assert all(len(page) <= 4 for page in pages)
+    assert await ledger.latest_occurred_at() == base + timedelta(seconds=9)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +25,7 @@ import structlog
 
 from app.errors import InvalidEvent
 from app.inference.models import Scorer
+from app.pipeline.correlation import Correlator, window_specs
 from app.pipeline.stages import (
     InRecord,
     Rejected,
@@ -39,6 +40,7 @@ from app.pipeline.stages import (
     utcnow,
 )
 from app.rules.engine import RulesEngine
+from app.rules.spec import RuleSet
 from app.store.ledger import DeadLetterRecord, DecisionRecord, Ledger
 from connectors.kafka import OutMessage
 from schemas import Decision
@@ -90,6 +92,7 @@ def decision_record(decision: Decision, item: Valid) -> DecisionRecord:
         source_topic=item.record.topic,
         source_partition=item.record.partition,
         source_offset=item.record.offset,
+        ruleset_version=decision.ruleset_version,
     )
 
 
@@ -107,6 +110,7 @@ def decision_from_record(record: DecisionRecord) -> Decision:
         occurred_at=record.occurred_at,
         decided_at=record.decided_at,
         latency_ms=record.latency_ms,
+        ruleset_version=record.ruleset_version,
     )
 
 
@@ -174,6 +178,14 @@ class BatchProcessor:
         self._worker = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="arbiter-decide", initializer=_single_threaded_math
         )
+        self._windows = Correlator(window_specs(rules.rulesets), ledger, self._worker)
+
+    async def swap_rules(self, rulesets: Mapping[str, RuleSet]) -> None:
+        """Put new rulesets in service between batches, on the decide thread (durable_rules is
+        driven from that one thread only); their windows keep or seed their state."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._worker, self._rules.replace, rulesets)
+        await self._windows.reconfigure(window_specs(rulesets))
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
@@ -185,16 +197,28 @@ class BatchProcessor:
         by_type: dict[str, list[Valid]] = {}
         for item in fresh:
             by_type.setdefault(item.event.event_type, []).append(item)
+        facts: dict[int, dict[str, Any]] = {}
+        for event_type, items in by_type.items():
+            scores = self._scorer.score(event_type, [i.event for i in items])
+            for item, score in zip(items, scores, strict=True):
+                facts[id(item)] = rule_facts(item.payload, score)
+        if self._windows.active:
+            # In record order across types: "a ticket, then a transfer" must see the ticket.
+            for item in fresh:
+                fact = facts[id(item)]
+                event = item.event
+                fact["windows"] = self._windows.observe(
+                    event.event_type, event.partition_key, event.occurred_at, fact
+                )
         out: list[tuple[Decision, Valid]] = []
         decided_at = utcnow()
         for event_type, items in by_type.items():
-            scores = self._scorer.score(event_type, [i.event for i in items])
-            facts = [rule_facts(i.payload, s) for i, s in zip(items, scores, strict=True)]
-            outcomes: Sequence[RuleOutcome] = self._rules.evaluate(event_type, facts)
+            batch_facts = [facts[id(i)] for i in items]
+            outcomes: Sequence[RuleOutcome] = self._rules.evaluate(event_type, batch_facts)
             decided_at = utcnow()
             decisions = assemble_decisions(
                 items,
-                scores,
+                [f["scores"] for f in batch_facts],
                 outcomes,
                 model_versions={event_type: self._scorer.versions(event_type)},
                 decisions_topic={event_type: self._topic_for("decisions", event_type)},
@@ -204,13 +228,16 @@ class BatchProcessor:
             out.extend(zip(decisions, items, strict=True))
         return out
 
-    def _decision_message(self, decision: Decision) -> OutMessage:
-        return OutMessage(
-            topic=self._topic_for("decisions", decision.event_type),
-            key=decision.partition_key.encode(),
-            value=decision.model_dump_json().encode(),
-            headers=(("arbiter.event_type", decision.event_type.encode()),),
-        )
+    def _decision_messages(self, decision: Decision) -> list[OutMessage]:
+        """The decision on ``decisions.<type>`` and on every topic a ``publish`` action names."""
+        topics = [self._topic_for("decisions", decision.event_type)]
+        for action in decision.actions:
+            if action.get("type") == "publish" and action.get("topic") not in topics:
+                topics.append(str(action["topic"]))
+        value = decision.model_dump_json().encode()
+        key = decision.partition_key.encode()
+        headers = (("arbiter.event_type", decision.event_type.encode()),)
+        return [OutMessage(topic, key, value, headers) for topic in topics]
 
     def _dead_letter_message(self, rejected: Rejected) -> OutMessage:
         return OutMessage(
@@ -242,6 +269,17 @@ class BatchProcessor:
         return result
 
     async def process(self, records: Sequence[InRecord]) -> BatchResult:
+        """Decide one batch; see the module docstring. Raises on failure (the caller
+        rewinds); correlation windows are then rebuilt before the next attempt."""
+        if self._windows.dirty:
+            await self._windows.rebuild()
+        try:
+            return await self._process(records)
+        except BaseException:
+            self._windows.dirty = self._windows.active
+            raise
+
+    async def _process(self, records: Sequence[InRecord]) -> BatchResult:
         received_at = utcnow()
         result = BatchResult(records=len(records))
         valid, rejected = decode_batch(records, max_bytes=self._max_event_bytes)
@@ -275,7 +313,7 @@ class BatchProcessor:
         published_ids: list[str] = []
         for decision, item in decided:
             if decision.event_id in outcome.inserted_event_ids:
-                to_publish.append(self._decision_message(decision))
+                to_publish.extend(self._decision_messages(decision))
                 published_ids.append(decision.event_id)
                 result.decided[(decision.event_type, decision.decision)] += 1
                 result.latencies_ms.append(decision.latency_ms)
@@ -284,7 +322,7 @@ class BatchProcessor:
                 result.redelivered += 1  # another consumer stored it first; it publishes it
         for event_id, prior in stored.items():
             if not prior.published:
-                to_publish.append(self._decision_message(decision_from_record(prior.record)))
+                to_publish.extend(self._decision_messages(decision_from_record(prior.record)))
                 published_ids.append(event_id)
                 result.republished += 1
         dl_positions: list[Position] = []

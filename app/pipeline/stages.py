@@ -53,6 +53,14 @@ class RuleOutcome(Protocol):
     def rule(self) -> str | None: ...
     @property
     def reason(self) -> str: ...
+    @property
+    def rules_fired(self) -> tuple[str, ...]: ...
+    @property
+    def reasons(self) -> tuple[str, ...]: ...
+    @property
+    def actions(self) -> tuple[Mapping[str, Any], ...]: ...
+    @property
+    def ruleset_version(self) -> str: ...
 
 
 def decode_batch(
@@ -118,11 +126,15 @@ def assemble_decisions(
                 event_type=event.event_type,
                 partition_key=event.partition_key,
                 decision=outcome.decision,
-                actions=[{"type": "publish", "topic": decisions_topic[event.event_type]}],
+                actions=[
+                    {"type": "publish", "topic": decisions_topic[event.event_type]},
+                    *(dict(action) for action in outcome.actions),
+                ],
                 scores=dict(score),
                 model_versions=dict(model_versions.get(event.event_type, {})),
-                rules_fired=[outcome.rule] if outcome.rule else [],
-                reasons=[outcome.reason],
+                rules_fired=outcome.rules_fired or ((outcome.rule,) if outcome.rule else ()),
+                reasons=outcome.reasons or (outcome.reason,),
+                ruleset_version=outcome.ruleset_version,
                 occurred_at=event.occurred_at,
                 decided_at=decided_at,
                 latency_ms=round(latency_ms, 3),

@@ -22,16 +22,41 @@ to durable_rules. How the rule language maps onto durable (measured on 2.0.28):
   become floats; anything else of the wrong kind is treated as missing).
 - **Order.** durable fires one action per posted message: the pending rule with the
   lowest ``pri``, then the first in definition order. Each rule gets ``pri`` = its
-  position, so the first matching rule in file order is the one that fires.
+  position in the ruleset (already sorted by ``priority``, then file order), so in
+  ``stop`` mode the first matching rule is the one that fires. ``collect`` mode asserts
+  the message as a *fact* instead: durable then fires every matching rule, in ``pri``
+  order, and the engine retracts the fact at once.
+- **Computed comparisons.** ``exists``/``missing``, ``matches`` (regex), ``contains``
+  and comparisons with an arithmetic ``{expr: ...}`` are evaluated by Arbiter, not by
+  durable (durable's ``$nex`` hangs as an only test; its regex dialect and arithmetic on
+  missing or zero operands are not ours to define). Each distinct one gets a helper key
+  ``__h<n>`` holding True/False, or left out when the field is missing (the same
+  "unknown" as any comparison on a missing field); durable only tests ``$eq: true``.
+  ``exists``/``missing`` are never unknown.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+import operator
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from app.rules.spec import AllOf, AnyOf, Compare, Condition, Not, Operator, RuleSet, Scalar
+from app.rules.expr import Expression, evaluate
+from app.rules.spec import (
+    DURABLE_MAX_NUMBER,
+    DURABLE_MIN_NUMBER,
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Not,
+    Operator,
+    RuleSet,
+    Scalar,
+)
 
 ValueKind: TypeAlias = Literal["number", "string", "boolean"]
 
@@ -55,7 +80,15 @@ _NEGATED: dict[Operator, Operator] = {
     "lte": "gt",
     "in": "not_in",
     "not_in": "in",
+    "exists": "missing",
+    "missing": "exists",
+    "matches": "not_matches",
+    "not_matches": "matches",
+    "contains": "not_contains",
+    "not_contains": "contains",
 }
+
+HELPER_PREFIX = "__h"
 
 
 def fact_key(path: str) -> str:
@@ -87,14 +120,22 @@ def _join(op: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     return parts[0] if len(parts) == 1 else {op: parts}
 
 
-def to_expression(condition: Condition) -> dict[str, Any]:
-    """The durable expression (the value under ``"m"``) for one condition."""
+def to_expression(  # noqa: PLR0911 - one return per condition kind reads best
+    condition: Condition, helpers: Mapping[Compare, str] | None = None
+) -> dict[str, Any]:
+    """The durable expression (the value under ``"m"``) for one condition;
+    ``helpers`` names the helper key of each computed comparison (see ``helper_keys``)."""
     if isinstance(condition, Not):
-        return to_expression(negate(condition.condition))
+        return to_expression(negate(condition.condition), helpers)
     if isinstance(condition, AllOf):
-        return _join("$and", [to_expression(c) for c in condition.conditions])
+        return _join("$and", [to_expression(c, helpers) for c in condition.conditions])
     if isinstance(condition, AnyOf):
-        return _join("$or", [to_expression(c) for c in condition.conditions])
+        return _join("$or", [to_expression(c, helpers) for c in condition.conditions])
+    if condition.is_computed:
+        helper = (helpers or {}).get(condition)
+        if helper is None:
+            raise ValueError(f"no helper key for the computed comparison {condition}")
+        return {"$eq": {helper: True}}
     key = fact_key(condition.path)
     if condition.op in ("in", "not_in"):
         values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
@@ -109,10 +150,11 @@ def to_durable(ruleset: RuleSet, name: str) -> dict[str, Any]:
 
     Each rule's action is named after the rule, so the engine learns which rule fired.
     """
+    helpers = helper_keys(ruleset)
     rules: dict[str, Any] = {}
     for position, rule in enumerate(ruleset.rules):
         rules[rule.name] = {
-            "all": [{"m": to_expression(rule.when)}],
+            "all": [{"m": to_expression(rule.when, helpers)}],
             "pri": position,
             "run": rule.name,
         }
@@ -120,10 +162,11 @@ def to_durable(ruleset: RuleSet, name: str) -> dict[str, Any]:
 
 
 def _comparisons(condition: Condition) -> Iterator[Compare]:
+    """Every comparison as durable sees it (``not`` already pushed down)."""
     if isinstance(condition, Compare):
         yield condition
     elif isinstance(condition, Not):
-        yield from _comparisons(condition.condition)
+        yield from _comparisons(negate(condition.condition))
     else:
         for child in condition.conditions:
             yield from _comparisons(child)
@@ -143,7 +186,10 @@ def key_kinds(ruleset: RuleSet) -> dict[str, ValueKind]:
     """
     kinds: dict[str, ValueKind] = {}
     for compare in comparisons(ruleset):
+        if compare.is_computed:
+            continue
         first = compare.value[0] if isinstance(compare.value, tuple) else compare.value
+        assert not isinstance(first, Expression)
         kinds.setdefault(fact_key(compare.path), value_kind(first))
     return kinds
 
@@ -197,13 +243,173 @@ def _coerce(value: Any, kind: ValueKind) -> Any | None:
     return value if isinstance(value, str) else None
 
 
+def _for_durable(number: float) -> float:
+    """A stand-in durable can parse that orders like ``number`` against every operand
+    durable holds (0, or DURABLE_MIN_NUMBER <= |operand| < DURABLE_MAX_NUMBER)."""
+    magnitude = abs(number)
+    if number == 0 or DURABLE_MIN_NUMBER / 10 <= magnitude < DURABLE_MAX_NUMBER:
+        return number
+    stand_in = DURABLE_MIN_NUMBER / 10 if magnitude < 1 else DURABLE_MAX_NUMBER * 9
+    return math.copysign(stand_in, number)
+
+
 def prepare_fact(flat: Mapping[str, Any], kinds: Mapping[str, ValueKind]) -> dict[str, Any]:
     """The message to post: only the keys the rules read, each of the kind it is compared
-    with; a value of another kind is dropped (treated as missing)."""
+    with; a value of another kind is dropped (treated as missing). Numbers JSON would
+    write with an exponent are replaced by order-keeping stand-ins (see ``spec``)."""
     out: dict[str, Any] = {}
     for key, kind in kinds.items():
         if key in flat:
             value = _coerce(flat[key], kind)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = _for_durable(value)
             if value is not None:
                 out[key] = value
     return out
+
+
+def helper_keys(ruleset: RuleSet) -> dict[Compare, str]:
+    """A helper fact key (``__h1``, ``__h2``…) per distinct computed comparison."""
+    keys: dict[Compare, str] = {}
+    for compare in comparisons(ruleset):
+        if compare.is_computed and compare not in keys:
+            keys[compare] = f"{HELPER_PREFIX}{len(keys) + 1}"
+    return keys
+
+
+def lookup(fact: Mapping[str, Any], path: str) -> Any:
+    """The value at dotted ``path`` in a nested fact (list items by index), or None."""
+    value: Any = fact
+    for part in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list | tuple) and part.isdigit():
+            index = int(part)
+            value = value[index] if index < len(value) else None
+        else:
+            return None
+        if value is None:
+            return None
+    return value
+
+
+def number_at(fact: Mapping[str, Any], path: str) -> float | int | None:
+    """The number at ``path`` (numeric strings converted), or None."""
+    value = _coerce(lookup(fact, path), "number")
+    return value if isinstance(value, int | float) else None
+
+
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _same(item: Any, wanted: Scalar) -> bool:
+    """Equality that keeps kinds apart (True is not 1, "1" is not 1)."""
+    if isinstance(wanted, bool) or isinstance(item, bool):
+        return isinstance(wanted, bool) and isinstance(item, bool) and item is wanted
+    if isinstance(wanted, int | float):
+        return isinstance(item, int | float) and item == wanted
+    return isinstance(item, str) and item == wanted
+
+
+Helper: TypeAlias = Callable[[Mapping[str, Any]], "bool | None"]
+
+
+def helper(compare: Compare) -> Helper:
+    """The function computing one helper key from a nested fact: True, False, or None
+    (unknown: the key is left out, so neither the comparison nor its negation matches)."""
+    op, path, wanted = compare.op, compare.path, compare.value
+    if op in ("exists", "missing"):
+        expect_present = op == "exists"
+        return lambda fact: (lookup(fact, path) is not None) is expect_present
+    if isinstance(wanted, Expression):
+        test = _ORDER[op]
+        tree = wanted.tree
+
+        def arithmetic(fact: Mapping[str, Any]) -> bool | None:
+            left = number_at(fact, path)
+            if left is None:
+                return None
+            right = evaluate(tree, lambda p: number_at(fact, p))
+            return None if right is None else test(left, right)
+
+        return arithmetic
+    if op in _ORDER or op in ("in", "not_in"):
+        return _plain(compare)
+    positive = op in ("matches", "contains")
+    if op in ("matches", "not_matches"):
+        pattern = re.compile(str(wanted))
+
+        def matches(fact: Mapping[str, Any]) -> bool | None:
+            value = lookup(fact, path)
+            if not isinstance(value, str):
+                return None
+            return (pattern.search(value) is not None) is positive
+
+        return matches
+    assert not isinstance(wanted, tuple)
+
+    def contains(fact: Mapping[str, Any]) -> bool | None:
+        value = lookup(fact, path)
+        if isinstance(value, str) and isinstance(wanted, str):
+            return (wanted in value) is positive
+        if isinstance(value, list | tuple):
+            return any(_same(item, wanted) for item in value) is positive
+        return None
+
+    return contains
+
+
+def _plain(compare: Compare) -> Helper:
+    """An ordinary comparison evaluated by Arbiter (its operand is out of durable's range)."""
+    op, path = compare.op, compare.path
+    wanted = compare.value if isinstance(compare.value, tuple) else (compare.value,)
+    kind = value_kind(wanted[0]) if not isinstance(wanted[0], Expression) else "number"
+
+    def plain(fact: Mapping[str, Any]) -> bool | None:
+        value = _coerce(lookup(fact, path), kind)
+        if value is None:
+            return None
+        if op in ("in", "not_in"):
+            hit = any(_same(value, w) for w in wanted if not isinstance(w, Expression))
+            return hit if op == "in" else not hit
+        (operand,) = wanted
+        if isinstance(operand, Expression):
+            return None
+        return _ORDER[op](value, operand)
+
+    return plain
+
+
+@dataclass(frozen=True)
+class FactPlan:
+    """How to turn a fact into the message a ruleset reads: the plain keys and the kind
+    each is compared with, and the helper keys with the functions computing them."""
+
+    kinds: Mapping[str, ValueKind]
+    helpers: Mapping[str, Helper]
+
+
+def fact_plan(ruleset: RuleSet) -> FactPlan:
+    """The ``FactPlan`` of ``ruleset`` (helper keys match ``to_durable``'s)."""
+    return FactPlan(
+        kinds=key_kinds(ruleset),
+        helpers={key: helper(compare) for compare, key in helper_keys(ruleset).items()},
+    )
+
+
+def build_message(fact: Mapping[str, Any], plan: FactPlan) -> dict[str, Any]:
+    """The message to post for one fact (``{**event_json, "scores": {...}}``, optionally
+    ``"windows": {...}``): the plain keys the rules read plus every known helper key."""
+    message = prepare_fact(flatten_facts(fact, fact.get("scores") or {}), plan.kinds)
+    for key, compute in plan.helpers.items():
+        value = compute(fact)
+        if value is not None:
+            message[key] = value
+    return message

@@ -7,144 +7,84 @@ are in service. YAML is read with a ``SafeLoader`` subclass only: rule files are
 nothing in them is ever executed.
 
 File format (one ruleset per event type; several files may declare the same type and are
-merged in file-name order; rules are evaluated in that order, first match wins)::
+merged in file-name order; rules run by ``priority``, high first, ties in file order)::
 
     ruleset: transaction
+    mode: stop                      # or collect: every matching rule fires
     default: {decision: approve, reason: No risk signal matched.}
+    windows: [...]                  # correlation windows (app.rules.windows)
     rules:
       - name: decline_very_likely_fraud
+        priority: 10
         when: {field: scores.fraud, gte: 0.9}
         decision: decline
-        reason: Fraud score is very high.
+        reason: "Fraud score {scores.fraud:.3f} is very high."
+        actions: [{publish: fraud-alerts}, {tag: [fraud]}]
+    tables:                         # compact rows, compiled to rules '<table>.<row>'
+      - name: amount_band
+        inputs: [amount, channel]
+        rows:
+          - when: [{gte: 5000}, {in: [online]}]
+            decision: review
+    tests: [...]                    # read by app.rules.testing, ignored here
+
+``RuleProblem`` lives in ``app.rules.spec`` and is re-exported here.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 
 from app.errors import ConfigError
-from app.rules.compile import ValueKind, fact_key, value_kind
+from app.rules.conditions import CondContext, ConditionChecks, Invalid, field_kind
+from app.rules.reasons import TemplateError, check_spec, parse_template
+from app.rules.shadow import implies
 from app.rules.spec import (
-    LIST_OPERATORS,
-    OPERATORS,
-    ORDERING_OPERATORS,
-    SCORES_PREFIX,
+    MODES,
+    Action,
     AllOf,
-    AnyOf,
-    Compare,
     Condition,
-    Not,
-    Operator,
+    Mode,
+    Publish,
     Rule,
+    RuleProblem,
     RuleSet,
     Scalar,
+    SetValues,
     SourceRef,
+    Tag,
+    Webhook,
     canonical_condition,
     ruleset_version,
 )
+from app.rules.yamlsrc import LineLoader, LineMap, describe, did_you_mean, key_line, line_of
 
-TOP_KEYS = ("ruleset", "default", "rules")
+__all__ = ["RuleProblem", "check_rules", "field_kind", "load_rulesets"]
+
+TOP_KEYS = ("ruleset", "mode", "default", "windows", "rules", "tables", "tests")
 DEFAULT_KEYS = ("decision", "reason")
-RULE_KEYS = ("name", "when", "decision", "reason")
-GROUP_KEYS = ("all", "any", "not")
-COMPARE_KEYS = ("field", *OPERATORS)
+RULE_KEYS = ("name", "priority", "when", "decision", "reason", "actions")
+TABLE_KEYS = ("name", "priority", "inputs", "rows")
+ROW_KEYS = ("when", "decision", "reason", "actions")
+ACTION_KEYS = ("publish", "webhook", "set", "tag")
+ANY_CELL = "-"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
-_INDEX_RE = re.compile(r"^\d+$")
+# Kafka's own limits: 1-249 of these characters, and not '.' or '..'.
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_WEBHOOK_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_SET_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_MAX_PRIORITY = 1_000_000
 
-
-@dataclass(frozen=True)
-class RuleProblem:
-    """One thing wrong with the rule files; ``message`` says what and how to fix it."""
-
-    file: str
-    line: int | None
-    rule: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        if self.rule is not None:
-            return f"{where} rule '{self.rule}': {self.message}"
-        return f"{where}: {self.message}"
-
-
-# --- YAML with line numbers -------------------------------------------------------------
-
-
-class _Map(dict[Any, Any]):
-    """A YAML mapping that remembers its own line and each key's line (1-based)."""
-
-    line: int
-    key_lines: dict[Any, int]
-    duplicate_keys: list[tuple[Any, int]]
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings are ``_Map``s (safe: only plain YAML types are built)."""
-
-
-def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Map:
-    loader.flatten_mapping(node)
-    data = _Map()
-    data.line = node.start_mark.line + 1
-    data.key_lines = {}
-    data.duplicate_keys = []
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, str | int | float | bool) and key is not None:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                "found an unhashable key",
-                key_node.start_mark,
-            )
-        if key in data:
-            # Plain YAML silently keeps the last value; for rules that hides mistakes.
-            data.duplicate_keys.append((key, line))
-        data[key] = loader.construct_object(value_node, deep=True)
-        data.key_lines[key] = line
-    return data
-
-
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-
-
-def _line_of(value: Any, fallback: int) -> int:
-    return value.line if isinstance(value, _Map) else fallback
-
-
-def _key_line(mapping: _Map, key: str) -> int:
-    return mapping.key_lines.get(key, mapping.line)
-
-
-def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" — did you mean '{close[0]}'?" if close else ""
-
-
-def _describe(value: Any) -> str:
-    """How a YAML value reads in a message ("the string 'x'", "a list")."""
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, int | float | str):
-        kind = "string" if isinstance(value, str) else "number"
-        shown = f"'{value}'" if isinstance(value, str) else str(value)
-        return f"the {kind} {shown}"
-    named = {type(None): "nothing (null)", list: "a list", _Map: "a mapping"}
-    return named.get(type(value), f"a {type(value).__name__} ({value})")
-
-
-# --- per-file checking -------------------------------------------------------------------
+# Older names of the line-aware YAML reader, still imported by other modules' tests.
+_LineLoader = LineLoader
+_Map = LineMap
 
 
 @dataclass
@@ -152,61 +92,49 @@ class _FileRules:
     """What one file contributes to its ruleset, before merging."""
 
     path: str
+    data: LineMap
     event_type: str
     type_line: int
-    default: tuple[str, str, int] | None
+    default: tuple[str, str, int] | None = None
     # True when the file has a 'default' key, even a broken one (reported on its own).
-    declares_default: bool
+    declares_default: bool = False
+    mode: tuple[Mode, int] | None = None
+    windows: tuple[Any, ...] = ()
     rules: list[Rule] = field(default_factory=list)
 
 
-class _Checker:
-    """Collects problems while turning parsed YAML into spec values."""
+@dataclass(frozen=True)
+class _RuleParts:
+    """The keys a rule and a table row share, checked."""
+
+    decision: str | None
+    reason: str | None
+    actions: tuple[Action, ...]
+    ok: bool
+
+
+class _Checker(ConditionChecks):
+    """Collects problems while turning parsed YAML files into spec values."""
 
     def __init__(
         self,
         field_types: Mapping[str, Mapping[str, str]],
         score_types: Mapping[str, Mapping[str, str]],
     ) -> None:
-        self.field_types = field_types
-        self.score_types = score_types
-        self.problems: list[RuleProblem] = []
-        # Per event type: fact key -> (operand kind, rule) — one field, one kind of value.
-        self.kinds: dict[str, dict[str, tuple[ValueKind, str]]] = {}
-
-    def problem(self, file: str, line: int | None, rule: str | None, message: str) -> None:
-        self.problems.append(RuleProblem(file, line, rule, message))
-
-    def fail(self, file: str, line: int | None, rule: str | None, message: str) -> NoReturn:
-        """Record a problem and abandon the file/condition being checked."""
-        self.problem(file, line, rule, message)
-        raise _Invalid
-
-    def unknown_keys(
-        self, file: str, mapping: _Map, allowed: tuple[str, ...], rule: str | None, what: str
-    ) -> None:
-        for key, line in mapping.duplicate_keys:
-            self.problem(file, line, rule, f"key '{key}' appears twice in {what} — keep one")
-        for key in mapping:
-            if key not in allowed:
-                hint = _did_you_mean(str(key), allowed)
-                self.problem(
-                    file,
-                    _key_line(mapping, key),
-                    rule,
-                    f"unknown key '{key}' in {what}{hint} (allowed: {', '.join(allowed)})",
-                )
+        super().__init__(field_types, score_types)
+        # Per event type: paths printed by reasons whose schema kind is number.
+        self.numeric_paths: dict[str, set[str]] = {}
 
     # -- file level
 
-    def parse(self, path: Path, display: str) -> _Map:
+    def parse(self, path: Path, display: str) -> LineMap:
         """The file's top-level mapping, with line numbers (safe loading only)."""
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             self.fail(display, None, None, f"cannot read the file ({exc}) — save it as UTF-8")
         try:
-            data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+            data = yaml.load(text, Loader=LineLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else None
@@ -223,18 +151,19 @@ class _Checker:
             self.fail(display, None, None, f"YAML error: {exc} — fix the file's syntax")
         if data is None:
             self.fail(display, 1, None, "the file is empty — start it with 'ruleset: <event type>'")
-        if not isinstance(data, _Map):
+        if not isinstance(data, LineMap):
             self.fail(
                 display,
                 1,
                 None,
-                f"the file holds {_describe(data)}, not a mapping — "
+                f"the file holds {describe(data)}, not a mapping — "
                 "start it with 'ruleset: <event type>', then 'default:' and 'rules:'",
             )
         return data
 
-    def check_file(self, path: Path, display: str) -> _FileRules:
-        """What one file contributes; raises ``_Invalid`` if its event type is unknowable."""
+    def read_file(self, path: Path, display: str) -> _FileRules:
+        """Pass 1: the file's event type and windows; raises ``Invalid`` if its type is
+        unknowable. Rules are checked in pass 2, once every file's windows are known."""
         data = self.parse(path, display)
         self.unknown_keys(display, data, TOP_KEYS, None, "the file")
         known_types = sorted(self.field_types)
@@ -247,66 +176,129 @@ class _Checker:
                 "missing 'ruleset' — add 'ruleset: <event type>' "
                 f"(known types: {', '.join(known_types)})",
             )
-        type_line = _key_line(data, "ruleset")
+        type_line = key_line(data, "ruleset")
         if not isinstance(event_type, str) or event_type not in self.field_types:
-            hint = _did_you_mean(str(event_type), known_types)
+            hint = did_you_mean(str(event_type), known_types)
             self.fail(
                 display,
                 type_line,
                 None,
                 f"unknown event type {event_type!r}{hint} (known types: {', '.join(known_types)})",
             )
+        part = _FileRules(display, data, event_type, type_line)
+        if "windows" in data:
+            part.windows = self.check_windows(part)
+        return part
+
+    def check_windows(self, part: _FileRules) -> tuple[Any, ...]:
+        data, file, event_type = part.data, part.path, part.event_type
+        line = key_line(data, "windows")
+        from app.rules.windows import parse_windows  # imports this module: import late
+
+        # Every type's fields: a window may be fed by another event type (`from: ticket`).
+        specs, problems = parse_windows(
+            data["windows"],
+            file=file,
+            event_type=event_type,
+            field_types=self.field_types,
+            score_types=self.score_types,
+            line=line,
+        )
+        self.problems.extend(problems)
+        declared = self.windows.setdefault(event_type, {})
+        kept = []
+        for spec in specs:
+            earlier = declared.get(spec.name)
+            if earlier is not None:
+                self.problem(
+                    file,
+                    spec.source.line,
+                    None,
+                    f"window '{spec.name}' is already declared at {earlier.file}:{earlier.line} "
+                    "— rename one of them",
+                )
+                continue
+            declared[spec.name] = spec.source
+            kept.append(spec)
+        return tuple(kept)
+
+    def check_body(self, part: _FileRules) -> None:
+        """Pass 2: default, mode, rules and tables of one file."""
+        data, display = part.data, part.path
+        part.declares_default = "default" in data
         try:
-            default = self.check_default(display, data)
-        except _Invalid:
-            default = None
-        result = _FileRules(display, event_type, type_line, default, "default" in data)
-        rules = data.get("rules")
-        if rules is None:
-            if "rules" in data:
+            part.default = self.check_default(part)
+        except Invalid:
+            part.default = None
+        if "mode" in data:
+            mode = data["mode"]
+            line = key_line(data, "mode")
+            if mode in MODES:
+                part.mode = (mode, line)
+            else:
                 self.problem(
                     display,
-                    _key_line(data, "rules"),
+                    line,
                     None,
-                    "'rules:' is empty — list rules under it or remove the key",
+                    f"unknown mode {describe(mode)}{did_you_mean(str(mode), MODES)} — use "
+                    "'mode: stop' (the first matching rule decides) or 'mode: collect' "
+                    "(every matching rule contributes)",
                 )
-            return result
-        if not isinstance(rules, list):
-            self.problem(
-                display,
-                _key_line(data, "rules"),
-                None,
-                f"'rules' must be a list of rules (each starting with '- name: ...'), "
-                f"not {_describe(rules)}",
-            )
-            return result
-        for index, raw in enumerate(rules):
-            rule = self.check_rule(display, event_type, raw, index, _key_line(data, "rules"))
-            if rule is not None:
-                result.rules.append(rule)
-        return result
+        for key, check in (("rules", self.check_rule), ("tables", self.check_table)):
+            items = self.section(part, key)
+            for index, raw in enumerate(items):
+                part.rules.extend(check(part, raw, index, key_line(data, key)))
 
-    def check_default(self, file: str, data: _Map) -> tuple[str, str, int] | None:
+    def section(self, part: _FileRules, key: str) -> list[Any]:
+        """The list under ``key`` (empty, with a problem, when it is not a list)."""
+        data = part.data
+        if key not in data:
+            return []
+        items = data[key]
+        if items is None:
+            self.problem(
+                part.path,
+                key_line(data, key),
+                None,
+                f"'{key}:' is empty — list {key} under it or remove the key",
+            )
+            return []
+        if not isinstance(items, list):
+            self.problem(
+                part.path,
+                key_line(data, key),
+                None,
+                f"'{key}' must be a list (each item starting with '- name: ...'), "
+                f"not {describe(items)}",
+            )
+            return []
+        return items
+
+    def check_default(self, part: _FileRules) -> tuple[str, str, int] | None:
+        file, data = part.path, part.data
         if "default" not in data:
             return None
         raw = data["default"]
-        line = _key_line(data, "default")
-        if not isinstance(raw, _Map):
+        line = key_line(data, "default")
+        if not isinstance(raw, LineMap):
             self.fail(
                 file,
                 line,
                 None,
-                f"'default' must be a mapping with 'decision' and 'reason', not {_describe(raw)}",
+                f"'default' must be a mapping with 'decision' and 'reason', not {describe(raw)}",
             )
         self.unknown_keys(file, raw, DEFAULT_KEYS, None, "'default'")
         decision = self.text(file, raw, "decision", None, "'default'", required=True)
         reason = self.text(file, raw, "reason", None, "'default'", required=True)
         if decision is None or reason is None:
             return None
+        ctx = CondContext(file, part.event_type, None, {})
+        if not self.check_reason(ctx, reason, key_line(raw, "reason")):
+            return None
         return decision, reason, line
 
     def text(
-        self, file: str, mapping: _Map, key: str, rule: str | None, what: str, *, required: bool
+        self, file: str, mapping: LineMap, key: str, rule: str | None, what: str, *, required: bool
     ) -> str | None:
         """A non-empty string under ``key``, or None (with a problem if it was wrong)."""
         if key not in mapping:
@@ -319,9 +311,9 @@ class _Checker:
         if not isinstance(value, str) or not value.strip():
             self.problem(
                 file,
-                _key_line(mapping, key),
+                key_line(mapping, key),
                 rule,
-                f"'{key}' must be non-empty text, not {_describe(value)} — "
+                f"'{key}' must be non-empty text, not {describe(value)} — "
                 "quote it if YAML reads it as something else",
             )
             return None
@@ -329,33 +321,33 @@ class _Checker:
 
     # -- rule level
 
-    def check_rule(
-        self, file: str, event_type: str, raw: Any, index: int, list_line: int
-    ) -> Rule | None:
-        line = _line_of(raw, list_line)
-        if not isinstance(raw, _Map):
+    def check_rule(self, part: _FileRules, raw: Any, index: int, list_line: int) -> list[Rule]:
+        file = part.path
+        line = line_of(raw, list_line)
+        if not isinstance(raw, LineMap):
             self.problem(
                 file,
                 line,
                 None,
-                f"rule #{index + 1} is {_describe(raw)}, not a mapping — "
+                f"rule #{index + 1} is {describe(raw)}, not a mapping — "
                 "write it as '- name: ...' with 'when' and 'decision' indented below",
             )
-            return None
+            return []
         name = self.text(file, raw, "name", None, f"rule #{index + 1}", required=True)
         label = name if name is not None else f"#{index + 1}"
         if name is not None and not _NAME_RE.match(name):
             self.problem(
                 file,
-                _key_line(raw, "name"),
+                key_line(raw, "name"),
                 name,
                 "a rule name may only use letters, digits, '_', '.' and '-' (at most 100) "
                 "— rename it, e.g. 'review_large_foreign'",
             )
             name = None
         self.unknown_keys(file, raw, RULE_KEYS, label, "a rule")
-        decision = self.text(file, raw, "decision", label, "the rule", required=True)
-        reason = self.text(file, raw, "reason", label, "the rule", required=False)
+        priority = self.priority(file, raw, label)
+        ctx = CondContext(file, part.event_type, label, self.kinds.setdefault(part.event_type, {}))
+        parts = self.rule_parts(ctx, raw)
         when: Condition | None = None
         if "when" not in raw:
             self.problem(
@@ -366,264 +358,314 @@ class _Checker:
                 "'when: {field: amount, gt: 1000}'",
             )
         else:
-            ctx = _CondContext(file, event_type, label, self.kinds.setdefault(event_type, {}))
-            when = self.attempt_condition(ctx, raw["when"], _key_line(raw, "when"))
-        if name is None or decision is None or when is None:
-            return None
+            when = self.attempt_condition(ctx, raw["when"], key_line(raw, "when"))
+        if name is None or when is None or priority is None or not parts.ok:
+            return []
+        return [self.rule(name, when, parts, SourceRef(file, raw.line), priority)]
+
+    @staticmethod
+    def rule(
+        name: str, when: Condition, parts: _RuleParts, source: SourceRef, priority: int
+    ) -> Rule:
         return Rule(
             name=name,
             when=when,
-            decision=decision,
-            reason=reason if reason is not None else f"Rule '{name}' matched.",
-            source=SourceRef(file, raw.line),
+            decision=parts.decision,
+            reason=parts.reason if parts.reason is not None else f"Rule '{name}' matched.",
+            source=source,
+            priority=priority,
+            actions=parts.actions,
         )
 
-    # -- condition level
-
-    def attempt_condition(self, ctx: _CondContext, raw: Any, line: int) -> Condition | None:
-        """``condition`` that reports instead of raising, so sibling problems are found too."""
-        try:
-            return self.condition(ctx, raw, line)
-        except _Invalid:
+    def priority(self, file: str, raw: LineMap, label: str | None) -> int | None:
+        value = raw.get("priority", 0)
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) > _MAX_PRIORITY:
+            self.problem(
+                file,
+                key_line(raw, "priority"),
+                label,
+                f"'priority' must be a whole number (higher runs first), not {describe(value)}",
+            )
             return None
+        return value
 
-    def condition(self, ctx: _CondContext, raw: Any, line: int) -> Condition:
-        if not isinstance(raw, _Map):
-            self.fail(
-                ctx.file,
-                line,
-                ctx.rule,
-                f"a condition must be a mapping, not {_describe(raw)} — use "
-                "'{field: <path>, <operator>: <value>}' or 'all:'/'any:'/'not:'",
-            )
-        groups = [k for k in GROUP_KEYS if k in raw]
-        if "field" in raw and groups:
-            self.fail(
-                ctx.file,
-                raw.line,
-                ctx.rule,
-                f"a condition has both 'field' and '{groups[0]}' — put the comparison "
-                f"inside the '{groups[0]}' list instead",
-            )
-        if not groups:
-            return self.compare(ctx, raw)
-        if len(groups) > 1:
-            self.fail(
-                ctx.file,
-                raw.line,
-                ctx.rule,
-                f"a condition has both '{groups[0]}' and '{groups[1]}' — nest one inside the "
-                "other, e.g. 'all: [..., {any: [...]}]'",
-            )
-        group = groups[0]
-        self.unknown_keys(ctx.file, raw, (group,), ctx.rule, f"an '{group}' condition")
-        body = raw[group]
-        body_line = _key_line(raw, group)
-        if group == "not":
-            return Not(self.condition(ctx, body, body_line))
-        if not isinstance(body, list) or not body:
-            self.fail(
-                ctx.file,
-                body_line,
-                ctx.rule,
-                f"'{group}' needs a non-empty list of conditions (each on its own '- ' line), "
-                f"not {_describe(body)}",
-            )
-        parts = [self.attempt_condition(ctx, item, _line_of(item, body_line)) for item in body]
-        conditions = tuple(p for p in parts if p is not None)
-        if len(conditions) != len(parts):
-            raise _Invalid
-        return AllOf(conditions) if group == "all" else AnyOf(conditions)
-
-    def compare(self, ctx: _CondContext, raw: _Map) -> Compare:
-        line = raw.line
+    def rule_parts(self, ctx: CondContext, raw: LineMap) -> _RuleParts:
+        """decision, reason and actions of a rule or table row."""
         before = len(self.problems)
-        self.unknown_keys(ctx.file, raw, COMPARE_KEYS + GROUP_KEYS, ctx.rule, "a condition")
-        if len(self.problems) != before:
-            raise _Invalid
-        path = raw.get("field")
-        if not isinstance(path, str) or not path.strip():
+        decision = self.text(ctx.file, raw, "decision", ctx.rule, "the rule", required=False)
+        reason = self.text(ctx.file, raw, "reason", ctx.rule, "the rule", required=False)
+        if reason is not None:
+            self.check_reason(ctx, reason, key_line(raw, "reason"))
+        actions = self.actions(ctx, raw) if "actions" in raw else ()
+        if decision is None and not actions and "decision" not in raw:
+            self.problem(
+                ctx.file,
+                raw.line,
+                ctx.rule,
+                "the rule has neither 'decision' nor 'actions' — add 'decision: <word>' "
+                "(or, in collect mode, 'actions:')",
+            )
+        return _RuleParts(decision, reason, actions, len(self.problems) == before)
+
+    def check_reason(self, ctx: CondContext, text: str, line: int) -> bool:
+        """Check every placeholder of a reason; remember which print numbers."""
+        try:
+            template = parse_template(text)
+        except TemplateError as exc:
+            self.problem(ctx.file, line, ctx.rule, f"the reason is not valid: {exc}")
+            return False
+        ok = True
+        for placeholder in template.placeholders:
+            try:
+                kind = self.resolve(ctx, placeholder.path, line)
+            except Invalid:
+                ok = False
+                continue
+            if kind in ("array", "object"):
+                self.problem(
+                    ctx.file,
+                    line,
+                    ctx.rule,
+                    f"the reason prints '{{{placeholder.path}}}', which holds several values "
+                    "— print one of its fields instead",
+                )
+                ok = False
+                continue
+            wrong = check_spec(placeholder.spec, kind)
+            if wrong is not None:
+                self.problem(ctx.file, line, ctx.rule, f"in the reason, {wrong}")
+                ok = False
+            if kind == "number":
+                self.numeric_paths.setdefault(ctx.event_type, set()).add(placeholder.path)
+        return ok
+
+    # -- actions
+
+    def actions(self, ctx: CondContext, raw: LineMap) -> tuple[Action, ...]:
+        items = raw["actions"]
+        line = key_line(raw, "actions")
+        if not isinstance(items, list) or not items:
+            self.problem(
+                ctx.file,
+                line,
+                ctx.rule,
+                "'actions' needs a list, e.g. 'actions: [{publish: fraud-alerts}, "
+                f"{{tag: [fraud]}}]', not {describe(items)}",
+            )
+            return ()
+        out: list[Action] = []
+        for item in items:
+            try:
+                out.append(self.action(ctx, item, line_of(item, line)))
+            except Invalid:
+                continue
+        return tuple(out)
+
+    def action(self, ctx: CondContext, item: Any, line: int) -> Action:
+        file, rule = ctx.file, ctx.rule
+        if not isinstance(item, LineMap) or len(item) != 1:
+            self.fail(
+                file,
+                line,
+                rule,
+                f"each action is one of {', '.join(f'{k}: ...' for k in ACTION_KEYS)} on its "
+                f"own '- ' line, not {describe(item)}",
+            )
+        ((key, value),) = item.items()
+        if key not in ACTION_KEYS:
+            hint = did_you_mean(str(key), ACTION_KEYS)
+            self.fail(
+                file,
+                line,
+                rule,
+                f"unknown action '{key}'{hint} (actions: {', '.join(ACTION_KEYS)}"
+                "; the decision goes in 'decision:')",
+            )
+        if key == "publish":
+            if not isinstance(value, str) or not _TOPIC_RE.match(value) or value in (".", ".."):
+                self.fail(
+                    file,
+                    line,
+                    rule,
+                    f"'publish' needs a Kafka topic name (letters, digits, '.', '_', '-', at "
+                    f"most 249), not {describe(value)} — e.g. 'publish: fraud-alerts'",
+                )
+            return Publish(value)
+        if key == "webhook":
+            if not isinstance(value, str) or not _WEBHOOK_RE.match(value):
+                self.fail(
+                    file,
+                    line,
+                    rule,
+                    f"'webhook' needs a connector name (lowercase letter first, then "
+                    f"a-z, 0-9, '_', '-'; at most 63), not {describe(value)}",
+                )
+            return Webhook(value)
+        if key == "set":
+            return SetValues(self.set_values(ctx, value, line))
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            self.fail(file, line, rule, f"'tag' needs a list of words, not {describe(value)}")
+        for tag in value:
+            if not isinstance(tag, str) or not tag.strip() or len(tag) > 100:
+                self.fail(
+                    file, line, rule, f"a tag must be text (at most 100), not {describe(tag)}"
+                )
+        return Tag(tuple(value))
+
+    def set_values(self, ctx: CondContext, value: Any, line: int) -> tuple[tuple[str, Scalar], ...]:
+        if not isinstance(value, LineMap) or not value:
             self.fail(
                 ctx.file,
                 line,
                 ctx.rule,
-                "a comparison needs 'field: <path>' (e.g. 'field: amount' or "
-                "'field: scores.fraud') or use 'all:'/'any:'/'not:'",
+                f"'set' needs a mapping of fields, e.g. 'set: {{queue: fraud, priority: high}}',"
+                f" not {describe(value)}",
             )
-        path = path.strip()
-        ops = [k for k in OPERATORS if k in raw]
-        if len(ops) != 1:
-            fix = (
-                f"has {len(ops)} operators ({', '.join(ops)}) — keep exactly one; "
-                "combine several with 'all:'"
-                if ops
-                else f"has no operator — add one of {', '.join(OPERATORS)}"
-            )
-            self.fail(ctx.file, line, ctx.rule, f"the comparison on '{path}' {fix}")
-        op: Operator = ops[0]
-        where = _Operand(ctx, path, op, self.resolve(ctx, path, line), _key_line(raw, op))
-        value = self.operand(where, raw[op])
-        operand_kind = value_kind(value[0] if isinstance(value, tuple) else value)
-        key = fact_key(path)
-        seen = ctx.kinds.get(key)
-        if seen is not None and seen[0] != operand_kind:
-            self.fail(
-                ctx.file,
-                line,
-                ctx.rule,
-                f"'{path}' is compared with a {operand_kind} here but with a {seen[0]} in "
-                f"rule '{seen[1]}' — compare one field with one kind of value",
-            )
-        ctx.kinds.setdefault(key, (operand_kind, ctx.rule or ""))
-        return Compare(path, op, value)
+        pairs: list[tuple[str, Scalar]] = []
+        for key, item in value.items():
+            if not isinstance(key, str) or not _SET_KEY_RE.match(key):
+                self.fail(
+                    ctx.file,
+                    key_line(value, key),
+                    ctx.rule,
+                    f"'set' field {describe(key)} must be a name (letters, digits, '_')",
+                )
+            if not isinstance(item, str | int | float) or item is None:
+                self.fail(
+                    ctx.file,
+                    key_line(value, key),
+                    ctx.rule,
+                    f"'set' value of '{key}' must be text, a number or true/false, "
+                    f"not {describe(item)}",
+                )
+            pairs.append((key, item))
+        return tuple(pairs)
 
-    def resolve(self, ctx: _CondContext, path: str, line: int) -> str:
-        """The kind of ``path`` for this event type (a did-you-mean problem if unknown)."""
-        if path.startswith(SCORES_PREFIX) or path == "scores":
-            scores = self.score_types.get(ctx.event_type, {})
-            name = path[len(SCORES_PREFIX) :]
-            if name in scores:
-                return scores[name]
-            close = difflib.get_close_matches(name, list(scores), n=1, cutoff=0.6)
-            hint = f" — did you mean 'scores.{close[0]}'?" if close else ""
-            known = ", ".join(f"scores.{s}" for s in scores) or "none"
-            self.fail(
-                ctx.file,
-                line,
-                ctx.rule,
-                f"unknown score '{path}' for {ctx.event_type} events{hint} (known: {known})",
-            )
-        fields = self.field_types.get(ctx.event_type, {})
-        kind = field_kind(fields, path)
-        if kind is None:
-            shown = sorted(p.replace(".*.", ".0.") for p in fields)
-            hint = _did_you_mean(path, shown)
-            self.fail(
-                ctx.file,
-                line,
-                ctx.rule,
-                f"unknown field '{path}' for {ctx.event_type} events{hint} "
-                f"(known: {', '.join(shown)}; model scores are 'scores.<name>')",
-            )
-        return kind
+    # -- decision tables
 
-    def bad_operand(self, where: _Operand, message: str) -> NoReturn:
-        ctx = where.ctx
-        self.fail(ctx.file, where.line, ctx.rule, f"'{where.path}' ({where.kind}) {message}")
-
-    def operand(self, where: _Operand, raw: Any) -> Scalar | tuple[Scalar, ...]:
-        """The checked value of a comparison: a scalar, or a tuple for in/not_in."""
-        op, kind = where.op, where.kind
-        if kind in ("array", "object"):
-            self.bad_operand(
-                where,
-                "cannot be compared as a whole — compare one of its fields, e.g. 'items.0.sku'",
+    def check_table(self, part: _FileRules, raw: Any, index: int, list_line: int) -> list[Rule]:
+        file = part.path
+        if not isinstance(raw, LineMap):
+            self.problem(
+                file,
+                line_of(raw, list_line),
+                None,
+                f"table #{index + 1} is {describe(raw)}, not a mapping — write it as "
+                "'- name: ...' with 'inputs' and 'rows' below",
             )
-        if kind == "datetime":
-            self.bad_operand(
-                where,
-                "is a timestamp, and timestamps cannot be compared in this version of "
-                "the rule language — remove the condition",
+            return []
+        name = self.text(file, raw, "name", None, f"table #{index + 1}", required=True)
+        if name is not None and not _NAME_RE.match(name):
+            self.problem(
+                file,
+                key_line(raw, "name"),
+                name,
+                "a table name may only use letters, digits, '_', '.' and '-'",
             )
-        if op in LIST_OPERATORS and (not isinstance(raw, list) or not raw):
-            self.bad_operand(
-                where, f"'{op}' needs a non-empty list, e.g. '{op}: [a, b]', not {_describe(raw)}"
-            )
-        if op not in LIST_OPERATORS and isinstance(raw, list | dict):
-            fix = " — use 'in' to compare with a list" if isinstance(raw, list) else ""
-            self.bad_operand(where, f"'{op}' needs a single value, not {_describe(raw)}{fix}")
-        checked = [self.scalar(where, item) for item in (raw if op in LIST_OPERATORS else [raw])]
-        if op not in LIST_OPERATORS:
-            return checked[0]
-        kinds = {value_kind(v) for v in checked}
-        if len(kinds) > 1:
-            self.bad_operand(
-                where, f"'{op}' list mixes {' and '.join(sorted(kinds))} values — use one kind"
-            )
-        return tuple(checked)
-
-    def scalar(self, where: _Operand, item: Any) -> Scalar:
-        """One operand value, checked against the field's kind and the operator."""
-        op, kind = where.op, where.kind
-        if item is None:
-            self.bad_operand(where, f"'{op}' has no value — write one after '{op}:'")
-        if not isinstance(item, str | int | float) or (
-            isinstance(item, float) and not math.isfinite(item)
+            name = None
+        label = name or f"table #{index + 1}"
+        self.unknown_keys(file, raw, TABLE_KEYS, label, "a table")
+        priority = self.priority(file, raw, label)
+        inputs = raw.get("inputs")
+        if (
+            not isinstance(inputs, list)
+            or not inputs
+            or not all(isinstance(i, str) and i.strip() for i in inputs)
         ):
-            self.bad_operand(where, f"cannot be compared with {_describe(item)} — quote the value")
-        got = value_kind(item)
-        if op in ORDERING_OPERATORS and got != "number":
-            self.bad_operand(
-                where,
-                f"'{op}' compares numbers, but the value is {_describe(item)} — "
-                "use eq/ne/in/not_in for text and true/false",
+            self.problem(
+                file,
+                key_line(raw, "inputs"),
+                label,
+                f"'inputs' needs a list of field paths, e.g. '[amount, channel]', "
+                f"not {describe(inputs)}",
             )
-        if op in ORDERING_OPERATORS and kind not in ("number", "any"):
-            self.bad_operand(where, f"cannot be ordered with '{op}' — use eq/ne/in/not_in")
-        expected = _EXPECTED.get(kind)
-        if expected is not None and got != expected[0]:
-            yaml_hint = (
-                " (YAML reads yes/no/on/off/true/false as booleans — quote it, e.g. 'NO')"
-                if got == "boolean" and expected[0] == "string"
-                else ""
+            return []
+        rows = raw.get("rows")
+        if not isinstance(rows, list) or not rows:
+            self.problem(
+                file,
+                key_line(raw, "rows"),
+                label,
+                f"'rows' needs a list of rows ('- when: [...]'), not {describe(rows)}",
             )
-            self.bad_operand(
-                where,
-                f"is compared with {_describe(item)}{yaml_hint} — compare it with {expected[1]}",
+            return []
+        rules = []
+        for number, row in enumerate(rows, start=1):
+            rule_name = f"{name or 'table'}.{number}"
+            rule = self.check_row(part, row, rule_name, inputs, key_line(raw, "rows"))
+            if rule is not None and name is not None and priority is not None:
+                rules.append(
+                    Rule(
+                        rule.name,
+                        rule.when,
+                        rule.decision,
+                        rule.reason,
+                        rule.source,
+                        priority,
+                        rule.actions,
+                    )
+                )
+        return rules
+
+    def check_row(
+        self, part: _FileRules, row: Any, name: str, inputs: list[str], rows_line: int
+    ) -> Rule | None:
+        file = part.path
+        line = line_of(row, rows_line)
+        if not isinstance(row, LineMap):
+            self.problem(
+                file, line, name, f"a row must be a mapping with 'when', not {describe(row)}"
             )
-        if kind == "boolean" and op in LIST_OPERATORS:
-            self.bad_operand(where, f"use 'eq: true' or 'eq: false' instead of '{op}'")
-        return item
-
-
-# Field kind -> (operand kind it needs, how to say so); "any" takes every scalar.
-_EXPECTED: dict[str, tuple[ValueKind, str]] = {
-    "number": ("number", "a number like 1000"),
-    "string": ("string", "text"),
-    "boolean": ("boolean", "true or false"),
-}
-
-
-class _Invalid(Exception):
-    """Raised after a problem is recorded, to abandon the enclosing condition/file."""
-
-
-@dataclass(frozen=True)
-class _Operand:
-    """Where an operand sits, for its checks and messages."""
-
-    ctx: _CondContext
-    path: str
-    op: Operator
-    kind: str
-    line: int
-
-
-@dataclass
-class _CondContext:
-    """Where a condition sits: for messages and for the one-kind-per-field check."""
-
-    file: str
-    event_type: str
-    rule: str | None
-    kinds: dict[str, tuple[ValueKind, str]]
-
-
-def field_kind(fields: Mapping[str, str], path: str) -> str | None:
-    """The kind of an event field path: ``items.0.sku`` matches ``items.*.sku``; a table
-    entry ending in ``.*`` (``attributes.*``) matches any path below it."""
-    parts = path.split(".")
-    if any(not p for p in parts):
-        return None
-    pattern = ".".join("*" if _INDEX_RE.match(p) else p for p in parts)
-    if pattern in fields:
-        return fields[pattern]
-    for length in range(len(parts) - 1, 0, -1):
-        prefix = ".".join("*" if _INDEX_RE.match(p) else p for p in parts[:length])
-        wildcard = fields.get(f"{prefix}.*")
-        if wildcard is not None and wildcard not in ("array", "object"):
-            return wildcard
-    return None
+            return None
+        self.unknown_keys(file, row, ROW_KEYS, name, "a table row")
+        ctx = CondContext(file, part.event_type, name, self.kinds.setdefault(part.event_type, {}))
+        parts = self.rule_parts(ctx, row)
+        cells = row.get("when")
+        if not isinstance(cells, list) or len(cells) != len(inputs):
+            got = f"{len(cells)} cells" if isinstance(cells, list) else describe(cells)
+            self.problem(
+                file,
+                line,
+                name,
+                f"the row has {got} but the table has {len(inputs)} inputs "
+                f"({', '.join(inputs)}) — write one cell per input, '-' for any value",
+            )
+            return None
+        conditions: list[Condition] = []
+        ok = True
+        for path, cell in zip(inputs, cells, strict=True):
+            if cell is None or cell == ANY_CELL:
+                continue
+            compare = LineMap({"field": path.strip()})
+            compare.line = line_of(cell, line)
+            compare.key_lines = {}
+            compare.duplicate_keys = []
+            if isinstance(cell, LineMap):
+                compare.update(cell)
+                compare.key_lines = dict(cell.key_lines)
+                compare.duplicate_keys = list(cell.duplicate_keys)
+            else:
+                compare["eq"] = cell  # a bare value means "equals"
+            condition = self.attempt_condition(ctx, compare, compare.line)
+            if condition is None:
+                ok = False
+            else:
+                conditions.append(condition)
+        if ok and not conditions:
+            self.problem(
+                file,
+                line,
+                name,
+                "every cell is '-', so the row matches everything — put that in 'default' "
+                "or give the row at least one condition",
+            )
+            return None
+        if not ok or not parts.ok:
+            return None
+        when = conditions[0] if len(conditions) == 1 else AllOf(tuple(conditions))
+        return self.rule(name, when, parts, SourceRef(file, line), 0)
 
 
 # --- merging and the public entry points -----------------------------------------------------
@@ -648,8 +690,8 @@ def _merge(checker: _Checker, event_type: str, parts: list[_FileRules]) -> RuleS
             None,
             f"the {event_type} ruleset already has a 'default' in {defaults[0][0]} — keep one",
         )
+    mode = _merge_mode(checker, event_type, parts)
     seen: dict[str, Rule] = {}
-    conditions: dict[str, Rule] = {}
     rules: list[Rule] = []
     for part in parts:
         for rule in part.rules:
@@ -664,32 +706,93 @@ def _merge(checker: _Checker, event_type: str, parts: list[_FileRules]) -> RuleS
                 )
                 continue
             seen[rule.name] = rule
-            key = repr(canonical_condition(rule.when))
-            shadow = conditions.get(key)
-            if shadow is not None:
-                checker.problem(
-                    part.path,
-                    rule.source.line,
-                    rule.name,
-                    f"can never match: rule '{shadow.name}' "
-                    f"({shadow.source.file}:{shadow.source.line}) has the identical condition "
-                    "and comes first — remove this rule or change its condition",
-                )
-                continue
-            conditions[key] = rule
             rules.append(rule)
+    # Higher priority first; sorted() is stable, so ties keep file order.
+    ordered = sorted(rules, key=lambda r: -r.priority)
+    if mode == "stop":
+        ordered = _reachable(checker, ordered)
     if not defaults:
         return None
     decision, reason, _ = defaults[0][1]
-    frozen = tuple(rules)
+    frozen = tuple(ordered)
+    windows = tuple(w for p in parts for w in p.windows)
     return RuleSet(
         event_type=event_type,
         rules=frozen,
         default_decision=decision,
         default_reason=reason,
-        version=ruleset_version(event_type, frozen, decision, reason),
+        version=ruleset_version(event_type, frozen, decision, reason, mode, windows),
         files=tuple(p.path for p in parts),
+        mode=mode,
+        windows=windows,
+        numeric_paths=frozenset(checker.numeric_paths.get(event_type, ())),
     )
+
+
+def _merge_mode(checker: _Checker, event_type: str, parts: list[_FileRules]) -> Mode:
+    declared = [(p.path, p.mode) for p in parts if p.mode is not None]
+    if not declared:
+        return "stop"
+    (first_path, (mode, _)), rest = declared[0], declared[1:]
+    for path, (other, line) in ((p, m) for p, m in rest if m is not None):
+        if other != mode:
+            checker.problem(
+                path,
+                line,
+                None,
+                f"the {event_type} ruleset is 'mode: {mode}' in {first_path} — "
+                "one ruleset has one mode; make them agree",
+            )
+    return mode
+
+
+def _shadows(first: Rule, later: Rule) -> bool:
+    if canonical_condition(first.when) == canonical_condition(later.when):
+        return True
+    return first.priority == later.priority and implies(later.when, first.when)
+
+
+def _reachable(checker: _Checker, ordered: list[Rule]) -> list[Rule]:
+    """Stop mode: every rule needs a decision, and no rule may be hidden behind one that
+    comes first and matches whenever it does: one with the identical condition (at any
+    priority), or a broader one at the same priority (a broad rule written above a
+    narrow one). A broader rule given a *higher* priority is a deliberate override
+    ("hold everything during the audit") and is allowed."""
+    kept: list[Rule] = []
+    for rule in ordered:
+        if rule.decision is None:
+            checker.problem(
+                rule.source.file,
+                rule.source.line,
+                rule.name,
+                "the rule has no 'decision', which only 'mode: collect' allows — add "
+                "'decision: <word>' or set 'mode: collect' on the ruleset",
+            )
+            continue
+        shadow = next((k for k in kept if _shadows(k, rule)), None)
+        if shadow is not None:
+            same = (
+                "the identical condition"
+                if canonical_condition(shadow.when) == canonical_condition(rule.when)
+                else "a broader condition (it matches whenever this one does)"
+            )
+            order = (
+                f"a higher priority ({shadow.priority} > {rule.priority})"
+                if shadow.priority > rule.priority
+                else "the same priority and comes first"
+            )
+            checker.problem(
+                rule.source.file,
+                rule.source.line,
+                rule.name,
+                f"can never match: rule '{shadow.name}' "
+                f"({shadow.source.file}:{shadow.source.line}) has {same} and {order}, and in "
+                "stop mode only the first matching rule fires — remove this rule, narrow "
+                "the other, or give this one a higher priority",
+            )
+            continue
+        kept.append(rule)
+    return kept
 
 
 def check_rules(
@@ -718,11 +821,15 @@ def check_rules(
     untyped: list[str] = []
     for path in paths:
         try:
-            part = checker.check_file(path, str(path))
-        except _Invalid:
+            part = checker.read_file(path, str(path))
+        except Invalid:
             untyped.append(str(path))
         else:
             by_type.setdefault(part.event_type, []).append(part)
+    # Windows of every file are known now, so a rule may use one declared in another file.
+    for parts in by_type.values():
+        for part in parts:
+            checker.check_body(part)
     rulesets: dict[str, RuleSet] = {}
     for event_type, parts in by_type.items():
         before = len(checker.problems)

@@ -65,6 +65,7 @@ class DecisionRecord:
     source_topic: str
     source_partition: int
     source_offset: int
+    ruleset_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,20 @@ class DeadLetterRecord:
     raw: bytes
     key: bytes | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class DecidedEvent:
+    """A stored event as replays need it: what it was, how it scored, what was decided."""
+
+    event_type: str
+    partition_key: str
+    occurred_at: datetime
+    payload: dict[str, Any]
+    scores: dict[str, Any]
+    decision: str
+    rules_fired: tuple[str, ...]
+    ruleset_version: str
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,7 @@ def _decision_row(rec: DecisionRecord) -> dict[str, Any]:
         "source_topic": rec.source_topic,
         "source_partition": rec.source_partition,
         "source_offset": rec.source_offset,
+        "ruleset_version": rec.ruleset_version,
     }
 
 
@@ -197,6 +213,7 @@ def decision_from_row(row: Mapping[Any, Any]) -> DecisionRecord:
         source_topic=row["source_topic"],
         source_partition=row["source_partition"],
         source_offset=row["source_offset"],
+        ruleset_version=row["ruleset_version"],
     )
 
 
@@ -436,6 +453,65 @@ class Ledger:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {(a, b): int(n) for a, b, n in rows}
+
+    async def latest_occurred_at(self) -> datetime | None:
+        """The event time of the newest decided event (the replay watermark)."""
+        async with self._engine.connect() as conn:
+            # max() keeps the column's type, so SQLite's value comes back aware UTC too.
+            value: datetime | None = await conn.scalar(
+                sa.select(sa.func.max(dec_table.c.occurred_at))
+            )
+        return value
+
+    async def decided_events(
+        self, since: datetime, *, page: int = 5_000
+    ) -> AsyncIterator[list[DecidedEvent]]:
+        """Every decided event with ``occurred_at >= since``, oldest first, in pages.
+
+        Keyset pagination on (occurred_at, id): constant memory however long the window,
+        and no row is returned twice. Used to rebuild correlation windows and to
+        backtest rules; it only reads.
+        """
+        cols = (
+            dec_table.c.id,
+            dec_table.c.event_type,
+            dec_table.c.partition_key,
+            dec_table.c.occurred_at,
+            dec_table.c.payload,
+            dec_table.c.scores,
+            dec_table.c.decision,
+            dec_table.c.rules_fired,
+            dec_table.c.ruleset_version,
+        )
+        after: tuple[datetime, int] | None = None
+        while True:
+            query = sa.select(*cols).where(dec_table.c.occurred_at >= since)
+            if after is not None:
+                query = query.where(
+                    sa.or_(
+                        dec_table.c.occurred_at > after[0],
+                        sa.and_(dec_table.c.occurred_at == after[0], dec_table.c.id > after[1]),
+                    )
+                )
+            query = query.order_by(dec_table.c.occurred_at, dec_table.c.id).limit(page)
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            if not rows:
+                return
+            yield [
+                DecidedEvent(
+                    event_type=r.event_type,
+                    partition_key=r.partition_key,
+                    occurred_at=r.occurred_at,
+                    payload=r.payload,
+                    scores=r.scores,
+                    decision=r.decision,
+                    rules_fired=tuple(r.rules_fired),
+                    ruleset_version=r.ruleset_version,
+                )
+                for r in rows
+            ]
+            after = (rows[-1].occurred_at, rows[-1].id)
 
     async def latency_percentiles(self, qs: Sequence[float] = (0.5, 0.99)) -> dict[float, float]:
         """Percentiles of ``latency_ms`` over all decisions; empty when there are none."""

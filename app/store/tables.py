@@ -78,7 +78,7 @@ decisions = sa.Table(
     sa.Column("reasons", sa.JSON(), nullable=False),
     sa.Column("payload", sa.JSON(), nullable=False),
     sa.Column("latency_ms", sa.Float(), nullable=False),
-    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("decided_at", UTCDateTime(), nullable=False, index=True),
     # Set once the decision is on the decisions topic; NULL means a redelivery must
     # publish it again rather than decide again.
@@ -86,6 +86,8 @@ decisions = sa.Table(
     sa.Column("source_topic", sa.String(255), nullable=False),
     sa.Column("source_partition", sa.Integer(), nullable=False),
     sa.Column("source_offset", sa.BigInteger(), nullable=False),
+    # Content hash of the rule files that made the decision (rules hot-reload).
+    sa.Column("ruleset_version", sa.String(32), nullable=False, server_default=""),
 )
 
 dead_letters = sa.Table(

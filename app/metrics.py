@@ -1,0 +1,15 @@
+"""Prometheus metrics of the running service (served over HTTP by a later issue).
+
+Names follow Prometheus conventions: ``arbiter_<thing>_total`` counters, bounded labels
+(event types, reasons, results — never an event id).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+RULES_RELOADS = Counter(
+    "arbiter_rules_reloads_total",
+    "Rule-file changes seen by a running consumer, by result (applied or refused).",
+    ["result"],
+)
