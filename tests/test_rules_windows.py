@@ -204,6 +204,16 @@ def test_allowed_lateness_keeps_what_a_late_event_still_reads(
     assert store.observe_and_read("transaction", "a", at(650), tx()) == {"n": seen}
 
 
+def test_a_key_behind_another_partition_in_event_time_keeps_its_history() -> None:
+    """One key far ahead in event time (another partition, read first from a backlog)
+    does not expire the history of a key that is behind: expiry is judged per key."""
+    store = WindowStore([window("n", "count", within_s=600)], allowed_lateness_s=0)
+    store.observe_and_read("transaction", "behind", at(0), tx())
+    store.observe_and_read("transaction", "behind", at(60), tx())
+    store.observe_and_read("transaction", "ahead", at(1800), tx())  # 30 minutes later
+    assert store.observe_and_read("transaction", "behind", at(180), tx()) == {"n": 3.0}
+
+
 def test_memory_stays_bounded_without_explicit_expire() -> None:
     """The store sweeps expired entries by itself as the watermark advances."""
     store = WindowStore([window("n", "count", within_s=60)], allowed_lateness_s=0)
