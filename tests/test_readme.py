@@ -1,0 +1,48 @@
+"""The README's worked example stays true: its event, through the shipped rules and the
+first models, gives exactly the decision the README shows."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+from app.inference.models import Scorer, load_or_train
+from app.pipeline.decode import decode_event
+from app.pipeline.stages import InRecord, Valid, assemble_decisions, rule_facts
+from app.service import load_rules_engine
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _json_blocks(text: str) -> list[dict[str, object]]:
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+
+
+def test_the_readme_event_gets_the_decision_the_readme_shows(trained_models: Path) -> None:
+    """Event → scores → shipped rules → the README's decision (decision, rules, reasons,
+    actions, scores, ruleset version)."""
+    event_doc, shown = _json_blocks((ROOT / "README.md").read_text())[:2]
+    raw = json.dumps(event_doc).encode()
+    event = decode_event("transaction", raw, max_bytes=65536)
+    settings = Settings(rules_dir=ROOT / "rules")
+    scorer = Scorer(load_or_train(trained_models))
+    scores = scorer.score("transaction", [event])
+    payload = event.model_dump(mode="json")
+    outcome = load_rules_engine(settings).evaluate(
+        "transaction", [{**rule_facts(payload, scores[0]), "windows": {}}]
+    )
+    record = InRecord("transaction", "events.transaction", 0, 0, None, raw, 0)
+    decided_at = event.occurred_at + timedelta(milliseconds=180)
+    (decision,) = assemble_decisions(
+        [Valid(record, event, payload)],
+        scores,
+        outcome,
+        model_versions={"transaction": scorer.versions("transaction")},
+        decisions_topic={"transaction": "decisions.transaction"},
+        received_at=decided_at - timedelta(milliseconds=31.7),
+        decided_at=decided_at,
+    )
+    assert json.loads(decision.model_dump_json()) == shown
