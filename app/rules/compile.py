@@ -145,14 +145,15 @@ def to_expression(  # noqa: PLR0911 - one return per condition kind reads best
     return {_DURABLE_OPS[condition.op]: {key: condition.value}}
 
 
-def to_durable(ruleset: RuleSet, name: str) -> dict[str, Any]:
-    """The durable_rules JSON definition ``{name: {rule_name: {...}}}`` of ``ruleset``.
+def to_durable(ruleset: RuleSet, name: str, *, part: slice | None = None) -> dict[str, Any]:
+    """The durable_rules JSON definition ``{name: {rule_name: {...}}}`` of ``ruleset``
+    (or of the rules in ``part`` of it, with the whole ruleset's helper keys).
 
     Each rule's action is named after the rule, so the engine learns which rule fired.
     """
     helpers = helper_keys(ruleset)
     rules: dict[str, Any] = {}
-    for position, rule in enumerate(ruleset.rules):
+    for position, rule in enumerate(ruleset.rules[part or slice(None)]):
         rules[rule.name] = {
             "all": [{"m": to_expression(rule.when, helpers)}],
             "pri": position,

@@ -142,6 +142,8 @@ _SWEEP_RULE: dict[str, Any] = {
 
 _HOST: _SyncHost | None = None
 # Guards the shared Host and the registrations: register/delete, and every post.
+# Rules per durable ruleset. 100-rule rulesets ran clean in bench/rules.py; 500 did not.
+CHUNK_RULES = 50
 _HOST_LOCK = threading.Lock()
 _MESSAGE_IDS = itertools.count(1)
 _RULESET_NUMBERS = itertools.count(1)
@@ -208,7 +210,9 @@ class _Registered:
     """A ruleset as it runs: its durable name, how to build messages, its rules by name."""
 
     ruleset: RuleSet
-    durable_name: str | None  # None when the ruleset has no rules (default only)
+    # One durable ruleset per chunk of at most CHUNK_RULES rules, in priority order;
+    # empty when the ruleset has no rules (default only).
+    durable_names: tuple[str, ...]
     plan: FactPlan
     rules: Mapping[str, Rule]
     templates: Mapping[str, Template]
@@ -218,19 +222,27 @@ class _Registered:
 
 
 def _register(ruleset: RuleSet) -> _Registered:
-    """Lock held."""
-    name: str | None = None
-    if ruleset.rules:
-        body = to_durable(ruleset, "_")["_"]
-        context = (
-            f"{ruleset.event_type} ruleset (version {ruleset.version}, "
-            f"files {', '.join(ruleset.files)})"
-        )
-        name = _acquire(ruleset.event_type, body, context)
+    """Lock held. Registers the rules in chunks: durable's C engine runs out of its
+    fixed evaluation stack (error 303, ERR_MAX_STACK_SIZE) on some events once one
+    ruleset holds several hundred rules (bench/rules.py found it at 500)."""
+    names: list[str] = []
+    context = (
+        f"{ruleset.event_type} ruleset (version {ruleset.version}, "
+        f"files {', '.join(ruleset.files)})"
+    )
+    try:
+        for start in range(0, len(ruleset.rules), CHUNK_RULES):
+            part = slice(start, start + CHUNK_RULES)
+            body = to_durable(ruleset, "_", part=part)["_"]
+            names.append(_acquire(ruleset.event_type, body, context))
+    except BaseException:
+        for name in names:
+            _release(name)
+        raise
     reasons = (ruleset.default_reason,)
     return _Registered(
         ruleset=ruleset,
-        durable_name=name,
+        durable_names=tuple(names),
         plan=fact_plan(ruleset),
         rules={rule.name: rule for rule in ruleset.rules},
         templates={rule.name: parse_template(rule.reason) for rule in ruleset.rules},
@@ -314,8 +326,8 @@ class RulesEngine:
     @staticmethod
     def _release_all(registered: Mapping[str, _Registered]) -> None:
         for item in registered.values():
-            if item.durable_name is not None:
-                _release(item.durable_name)
+            for name in item.durable_names:
+                _release(name)
 
     def evaluate(self, event_type: str, facts: Sequence[Mapping[str, Any]]) -> list[RuleResult]:
         """One result per fact, same order. A fact is ``{**event_json, "scores": {...}}``
@@ -328,13 +340,19 @@ class RulesEngine:
                     f"no rules loaded for event type '{event_type}' (loaded: {known}) — "
                     f"add a rule file with 'ruleset: {event_type}' and reload"
                 )
-            if active.durable_name is None:
+            if not active.durable_names:
                 return [self._default(active, fact) for fact in facts]
-            return [self._evaluate_one(active, active.durable_name, fact) for fact in facts]
+            return [self._evaluate_one(active, fact) for fact in facts]
 
-    def _evaluate_one(self, active: _Registered, name: str, fact: Mapping[str, Any]) -> RuleResult:
+    def _evaluate_one(self, active: _Registered, fact: Mapping[str, Any]) -> RuleResult:
         message = build_message(fact, active.plan)
-        fired = self._fire(active, name, message)
+        fired: list[str] = []
+        # Chunks hold rules in priority order: in stop mode the first chunk that fires
+        # has the first matching rule; in collect mode every chunk contributes.
+        for name in active.durable_names:
+            fired.extend(self._fire(active, name, dict(message)))
+            if fired and not active.collect:
+                break
         if not fired:
             return self._default(active, fact)
         rules = [active.rules[n] for n in fired]
@@ -364,6 +382,20 @@ class RulesEngine:
         host.fired = []
         message["id"] = next(_MESSAGE_IDS)
         try:
+            return RulesEngine._fire_checked(active, name, message, host)
+        except (RulesEngineError, MessageNotHandledException):
+            raise
+        except Exception as exc:  # durable's C engine raises its own bare error type
+            raise RulesEngineError(
+                f"durable_rules could not evaluate a {active.ruleset.event_type} fact "
+                f"(ruleset version {active.ruleset.version}): {exc}"
+            ) from exc
+
+    @staticmethod
+    def _fire_checked(
+        active: _Registered, name: str, message: dict[str, Any], host: _SyncHost
+    ) -> list[str]:
+        try:
             if active.collect:
                 try:
                     state = host.assert_fact(name, message)
@@ -379,7 +411,9 @@ class RulesEngine:
                 f"durable_rules failed evaluating the {active.ruleset.event_type} ruleset "
                 f"(version {active.ruleset.version}): {state['exception']}"
             )
-        fired = list(host.fired)
+        # A rule whose `any` holds through several branches fires once per branch in
+        # collect mode (durable splits `$or` into alternatives): count each rule once.
+        fired = list(dict.fromkeys(host.fired))
         unknown = [n for n in fired if n not in active.rules]
         if not fired or unknown or (len(fired) > 1 and not active.collect):
             raise RulesEngineError(
