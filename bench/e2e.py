@@ -25,7 +25,6 @@ import contextlib
 import datetime as dt
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import git_commit
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -511,23 +511,6 @@ def breakdown(figs: dict[str, Figure]) -> str:
         return ""
     parts = [f"{name} {fmt(percentile(v, 0.5), '.2f')}" for name, v in f.steps_ms.items()]
     return "- naive handler, p50 ms per step (valid events): " + ", ".join(parts)
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head} (+ uncommitted changes)" if dirty else head
 
 
 def append_results(figs: dict[str, Figure], args: argparse.Namespace) -> None:

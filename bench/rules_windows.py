@@ -26,11 +26,12 @@ import datetime as dt
 import os
 import platform
 import random
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from benchlib import git_commit
 
 from app.rules.spec import SourceRef
 from app.rules.windows import WhereTest, WindowSpec, WindowStore
@@ -200,23 +201,6 @@ def summary(
         f"- rebuild (``replay`` of one 1 h horizon, {rebuild[0]:,} events): "
         f"{rebuild[1]:,.0f} events/s"
     )
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head} (+ uncommitted changes)" if dirty else head
 
 
 def main() -> None:

@@ -12,33 +12,16 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.store import migrate
 from connectors.broker import EmbeddedBroker
-from tests.harness import ArbiterProcess, read_topics
+from tests.harness import ArbiterProcess, arbiter, read_topics
 
 REPO = Path(__file__).resolve().parent.parent
 UNREACHABLE_PG = "postgresql+asyncpg://postgres:secret@127.0.0.1:1/x"
-
-
-def arbiter(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run ``arbiter <args>`` to completion and capture what it printed."""
-    return subprocess.run(
-        [sys.executable, "-c", "from app.cli import main; main()", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def error_lines(stderr: str) -> list[str]:

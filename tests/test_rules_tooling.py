@@ -7,8 +7,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from app.store import migrate
 from app.store.db import create_engine
 from app.store.ledger import DecidedEvent, DecisionRecord, Ledger
 from schemas import EVENT_MODELS
+from tests.harness import arbiter
 
 REPO = Path(__file__).resolve().parent.parent
 VOCABULARY = rule_vocabulary(Settings())
@@ -66,20 +65,6 @@ rules:
 def clean_env(tmp_path: Path) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
     return {**base, "ARBITER_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "240"}
-
-
-def arbiter(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from app.cli import main; main()", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def rules_folder(base: Path, transaction: str, *, name: str = "rules") -> Path:
