@@ -40,7 +40,6 @@ import os
 import platform
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from benchlib import git_commit
 
 from app.rules.engine import RulesEngine
 from app.rules.loader import check_rules, load_rulesets
@@ -547,23 +547,6 @@ def windows_memory_note() -> str:
         f"{when}, {events.group(1) if events else '?'} events): RSS "
         f"{rss.group(1) if rss else '?'}; {overall.group(1) if overall else '?'}"
     )
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head} (+ uncommitted changes)" if dirty else head
 
 
 # --- driver ----------------------------------------------------------------------------
