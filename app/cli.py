@@ -78,7 +78,8 @@ def demo(
     seed: Annotated[int, typer.Option(help="Simulator seed (same seed, same events).")] = 7,
 ) -> None:
     """Run everything on embedded defaults: broker, SQLite, models, rules, simulator."""
-    settings = _settings(log_level="warning", kafka_bootstrap=None)
+    # The live panel and the summary tell the story; per-event log lines would scroll over it.
+    settings = _settings(log_level="error", kafka_bootstrap=None)
     from app.demo import run_demo
 
     if settings.kafka_bootstrap:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+import schemas
 from app.errors import InvalidEvent
+from app.inference.catalog import SCORE_TYPES
 from app.pipeline.decode import decode_event
+from app.rules.loader import load_rulesets
+from app.rules.windows import WindowStore
 from app.simulator import SimEvent, generate, training_set
-from schemas import Order, Ticket, Transaction
+from schemas import EventBase, Order, Ticket, Transaction
 
 LIMIT = 65_536
+RULES = Path(__file__).resolve().parents[1] / "rules"
+RESET = re.compile(r"(?i)password|locked out")  # the shipped password_resets_1h filter
 
 
 def decode_reason(event: SimEvent) -> str | None:
@@ -176,3 +184,117 @@ def test_tickets_cover_categories_and_urgency_words_mean_high_urgency() -> None:
     assert len(with_word) > 0.85 * len(high)
     bodies = {event.body for event in events if isinstance(event, Ticket)}
     assert len(bodies) > 1400
+
+
+# --- planted correlations: card-testing bursts and account takeovers -------------------
+
+
+def valid_events(n: int, seed: int) -> list[EventBase]:
+    return [
+        decode_event(e.event_type, e.value, max_bytes=LIMIT)
+        for e in generate(n, seed=seed, malformed_rate=0)
+    ]
+
+
+def bursts(events: list[EventBase]) -> list[list[Transaction]]:
+    """Runs of 3 or more back-to-back transactions on one account."""
+    runs: list[list[Transaction]] = []
+    run: list[Transaction] = []
+    for event in [*events, None]:
+        if isinstance(event, Transaction) and run and run[-1].account_id == event.account_id:
+            run.append(event)
+            continue
+        if len(run) >= 3:
+            runs.append(run)
+        run = [event] if isinstance(event, Transaction) else []
+    return runs
+
+
+def takeovers(events: list[EventBase]) -> list[tuple[Ticket, Transaction]]:
+    """Password-reset tickets followed within the hour by a payment over 2000, same key."""
+    found = []
+    for n, ticket in enumerate(events):
+        if not (isinstance(ticket, Ticket) and RESET.search(ticket.subject)):
+            continue
+        for later in events[n + 1 :]:
+            if later.occurred_at - ticket.occurred_at > timedelta(hours=1):
+                break
+            if (
+                isinstance(later, Transaction)
+                and later.account_id == ticket.customer_id
+                and later.amount > 2000
+            ):
+                found.append((ticket, later))
+                break
+    return found
+
+
+def test_card_testing_bursts_are_planted_at_a_low_rate() -> None:
+    """A few bursts per 3,000 events: one account, >= 3 countries, all > 500, in 10 minutes."""
+    counts = []
+    for seed in range(1, 7):
+        events = valid_events(3000, seed)
+        found = bursts(events)
+        counts.append(len(found))
+        for run in found:
+            assert len({tx.country for tx in run}) >= 3
+            assert all(tx.amount > 500 for tx in run)
+            assert run[-1].occurred_at - run[0].occurred_at <= timedelta(minutes=10)
+        labels = {
+            e.event_id: e.labels["fraud"]
+            for e in generate(3000, seed=seed, malformed_rate=0)
+            if e.event_type == "transaction"
+        }
+        fraud = [bool(labels[run[0].event_id]) for run in found]
+        assert all(labels[tx.event_id] == labels[run[0].event_id] for run in found for tx in run)
+        assert sum(fraud) >= len(fraud) / 2, "most bursts are fraud"
+    assert all(count >= 1 for count in counts), counts
+    assert 3 <= sum(counts) / len(counts) <= 10, counts
+
+
+def test_account_takeovers_are_planted_ticket_first_then_a_large_payment() -> None:
+    """A reset ticket, then within the hour a > 2000 transfer/online payment on its id."""
+    counts = []
+    for seed in range(1, 7):
+        events = valid_events(3000, seed)
+        found = takeovers(events)
+        counts.append(len(found))
+        labels = {e.event_id: e.labels for e in generate(3000, seed=seed, malformed_rate=0)}
+        for ticket, payment in found:
+            assert ticket.customer_id.startswith("acct-")
+            assert payment.occurred_at > ticket.occurred_at
+            assert payment.channel in ("transfer", "online")
+            assert labels[payment.event_id]["fraud"] is True
+    assert all(count >= 1 for count in counts), counts
+    assert sum(counts) / len(counts) <= 10, "takeovers are rare"
+
+
+def test_time_order_holds_with_planted_patterns() -> None:
+    """Bursts and delayed takeover payments never put the mixed stream out of time order."""
+    for seed in (1, 7, 12):
+        stamps = [event.occurred_at for event in valid_events(3000, seed)]
+        assert stamps == sorted(stamps)
+
+
+def test_shipped_windows_fire_on_the_demo_stream() -> None:
+    """generate(3000, seed=7) through the real WindowStore reaches both rule thresholds."""
+    field_types = {t: schemas.field_types(t) for t in ("transaction", "order", "ticket")}
+    rulesets = load_rulesets(RULES, field_types, SCORE_TYPES)
+    specs = [spec for ruleset in rulesets.values() for spec in ruleset.windows]
+    store = WindowStore(specs)
+    countries: list[float] = []
+    after_reset: list[float] = []
+    for sim in generate(3000, seed=7):
+        if sim.malformed is not None:
+            continue
+        event = decode_event(sim.event_type, sim.value, max_bytes=LIMIT)
+        fact = {**event.model_dump(mode="json"), "scores": {}}
+        read = store.observe_and_read(
+            event.event_type, event.partition_key, event.occurred_at, fact
+        )
+        if isinstance(event, Transaction):
+            countries.append(read["countries_over_500_10m"])
+            if event.amount > 2000:
+                after_reset.append(read["password_resets_1h"])
+    assert sum(value >= 3 for value in countries) >= 3
+    assert sum(value >= 1 for value in after_reset) >= 1

@@ -12,12 +12,19 @@ own visible features so that a model trained on them has something real to find:
 - tickets are written from per-category templates with typos, and urgency and sentiment
   follow the words put into them.
 
+Two rare multi-event patterns are planted for the correlation windows: card-testing
+bursts (3-4 payments over 500 from as many countries on one account within minutes) and
+account takeovers (a password-reset ticket, then a large transfer within the hour). A
+person who banks with us writes tickets under their ``acct-`` id, so both line up by key.
+
 A share of messages is broken on purpose, each with the ``InvalidEvent`` reason the
 decoder must give it.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
 import random
@@ -27,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from app.simulator.text import TAKEOVER_SUBJECTS, TICKET_CATEGORIES, URGENCY_WEIGHTS, write_ticket
 from schemas import EVENT_MODELS, EventBase, Order, OrderItem, Ticket, Transaction
 from schemas.transaction import Device
 
@@ -77,8 +85,6 @@ _ABROAD: tuple[str, ...] = (
     "US", "GB", "FR", "ES", "IT", "PT", "GR", "TH", "MX", "TR",
     "AE", "NG", "RO", "ID", "VN", "PH", "BR", "ZA", "MA", "CN",
 )  # fmt: skip
-_SYMBOL = {"USD": "$", "GBP": "£", "EUR": "€", "CAD": "CA$", "AUD": "A$", "CHF": "CHF ",
-           "NZD": "NZ$", "SGD": "S$"}  # fmt: skip
 
 # category: (weight, log-mean, log-sd, merchants)
 _CATEGORIES: dict[str, tuple[float, float, float, tuple[str, ...]]] = {
@@ -98,13 +104,6 @@ _RISKY_CATEGORIES = frozenset({"electronics", "digital_goods", "gambling", "jewe
                                "money_transfer"})  # fmt: skip
 _CATEGORY_NAMES = tuple(_CATEGORIES)
 _CATEGORY_WEIGHTS = tuple(spec[0] for spec in _CATEGORIES.values())
-
-_PRODUCTS = ("wireless headphones", "smart watch", "coffee grinder", "laptop stand",
-             "robot vacuum", "e-reader", "phone case", "desk lamp", "gaming mouse",
-             "air fryer", "yoga mat", "bluetooth speaker")  # fmt: skip
-_PLANS = ("Basic plan", "Plus subscription", "Pro plan", "Family plan", "Business plan")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -281,182 +280,135 @@ def _order(
     return event, {"problem": problem, "status": status}
 
 
-# --- ticket text ---------------------------------------------------------------------
-
-# category: (subjects, body sentences); slots: product, plan, order, amount, invoice, date
-_TICKET_TEXT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "billing": (
-        ("Charged twice for order {order}", "Question about my invoice",
-         "Wrong amount on my bill", "Refund for {order} not received",
-         "Unexpected charge of {amount}", "Why was I billed {amount}?",
-         "Invoice {invoice} is incorrect", "Payment taken but order shows unpaid",
-         "Discount code not applied"),
-        ("I was charged {amount} twice for order {order}.",
-         "My card statement shows a payment of {amount} that I don't recognise.",
-         "The invoice for my {plan} lists the wrong price.",
-         "I returned the {product} two weeks ago and still haven't got my refund of {amount}.",
-         "My discount code was not applied, so I paid {amount} more than I should have.",
-         "You billed me for the {plan} even though I downgraded last month.",
-         "Can you send me a corrected version of invoice {invoice}?",
-         "My bank shows the payment but order {order} still says awaiting payment.",
-         "There is a charge of {amount} from {date} on my account that I can't explain."),
-    ),
-    "technical": (
-        ("App keeps crashing", "My {product} won't connect", "Error when I try to check out",
-         "Website not loading", "Sync problem with my {product}", "Bug in the latest update",
-         "Can't upload files", "Notifications stopped working",
-         "Firmware update failed on {product}"),
-        ("The app crashes every time I open the settings page.",
-         "My {product} will not pair with my phone over bluetooth anymore.",
-         "When I click pay I get an error saying something went wrong.",
-         "The website just shows a blank page in every browser I try.",
-         "Since the last update my {product} keeps dropping the wifi connection.",
-         "I reinstalled the app but the problem is still there.",
-         "The firmware update stopped at 60 percent and now the {product} won't turn on.",
-         "Uploading anything larger than a few megabytes fails with error 500.",
-         "Push notifications stopped arriving after I changed phones."),
-    ),
-    "account": (
-        ("Can't log in", "Password reset email never arrives", "Change the email on my account",
-         "Two-factor code not working", "Someone accessed my account",
-         "Please delete my account data", "Update my address", "Wrong name on my profile",
-         "Account suspended"),
-        ("I can't log in even though I'm sure my password is right.",
-         "The password reset email never arrives, and it's not in spam either.",
-         "I need to change the email address on my account to my new one.",
-         "The two-factor code from the authenticator app is always rejected.",
-         "I got a login alert from a device I don't own.",
-         "Please delete all personal data you hold about me.",
-         "My name is spelled wrong on my profile and I can't edit it.",
-         "I moved house and need to update my address before my next order.",
-         "My account was suspended on {date} without any explanation."),
-    ),
-    "shipping": (
-        ("Where is my order {order}?", "Package not delivered", "Tracking hasn't updated",
-         "Wrong item received", "Parcel arrived damaged", "Delivered to the wrong address",
-         "Missing item from order {order}", "Change delivery address for {order}",
-         "Late delivery"),
-        ("My order {order} was supposed to arrive on {date} and it's still not here.",
-         "The tracking number hasn't updated for five days.",
-         "I received a {product} instead of what I ordered.",
-         "The box arrived crushed and the {product} inside is broken.",
-         "The courier says it was delivered but nothing came to my door.",
-         "Order {order} arrived without the {product}.",
-         "Can I still change the delivery address for order {order}?",
-         "The parcel was sent to my old address.",
-         "The delivery was marked as failed but nobody rang the bell."),
-    ),
-    "cancellation": (
-        ("Cancel my order {order}", "Cancel subscription", "Please stop my {plan}",
-         "How do I cancel?", "Cancel before it ships", "Don't want to renew",
-         "Ordered by mistake", "End my membership", "Cancel and refund please"),
-        ("Please cancel order {order}, I placed it by mistake.",
-         "I want to cancel my {plan} at the end of this month.",
-         "I can't find the cancel button anywhere in the app.",
-         "Please don't renew my {plan}, I no longer need it.",
-         "I found the {product} cheaper elsewhere, so please cancel my order.",
-         "If order {order} hasn't shipped yet, please cancel it.",
-         "I'd like to end my membership and get back the {amount} for the unused months.",
-         "Please confirm my subscription is cancelled and I won't be charged again.",
-         "I changed my mind about the {product}, can you cancel it?"),
-    ),
-}  # fmt: skip
-_TICKET_CATEGORIES = tuple(_TICKET_TEXT)
-_CONTEXT = ("My order number is {order}.", "I'm using the Android app.",
-            "I'm on the iPhone app, latest version.", "I bought it on {date}.",
-            "I've been a customer for {years}.", "This is on my {plan}.")  # fmt: skip
-_URGENCY: dict[str, tuple[str, ...]] = {
-    "high": ("This is urgent.", "Please sort this out asap.", "I need this fixed immediately.",
-             "I'm locked out and can't do my work.", "I'm still waiting for an answer.",
-             "This is the third time I'm contacting you about this.",
-             "It's urgent, please reply today."),
-    "medium": ("Could you look into this soon?", "I'd appreciate an answer this week.",
-               "Please get back to me in the next few days.",
-               "It would be good to get this sorted before the weekend."),
-    "low": ("No rush on this.", "Whenever you have a moment is fine.", ""),
-}  # fmt: skip
-_SENTIMENT: dict[str, tuple[str, ...]] = {
-    "negative": ("This is ridiculous.", "I'm really frustrated with your service.",
-                 "Honestly, this is unacceptable.", "Worst experience I've had with a shop.",
-                 "I'm very disappointed.", "I'm fed up with this."),
-    "positive": ("Thanks so much for your help!", "I love the {product}, just this one issue.",
-                 "You've always been great, so I'm sure this is quick to fix.",
-                 "Many thanks in advance, I really appreciate it.",
-                 "Great service so far, thank you."),
-    "neutral": ("",),
-}  # fmt: skip
-# Accounts get locked and parcels go missing; cancellations rarely burn.
-_URGENCY_WEIGHTS = {
-    "billing": (25, 35, 40),
-    "technical": (25, 35, 40),
-    "account": (45, 30, 25),
-    "shipping": (30, 40, 30),
-    "cancellation": (10, 35, 55),
-}
-_GREETINGS = ("", "Hi,", "Hello,", "Dear support team,", "Hi there,")
-_SIGN_OFFS = ("", "", "Regards, {name}", "Best, {name}", "{name}")
-_NAMES = ("Anna", "Ben", "Carla", "David", "Emre", "Fatima", "Giulia", "Hugo", "Ines", "Jonas")
-
-
-def _typos(rng: random.Random, text: str, rate: float = 0.05) -> str:
-    """Swap or drop one letter in about ``rate`` of the words, like hurried typing."""
-    words = text.split(" ")
-    for n, word in enumerate(words):
-        if len(word) >= 4 and word.isalpha() and rng.random() < rate:
-            i = rng.randrange(len(word) - 1)
-            if rng.random() < 0.5:
-                words[n] = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
-            else:
-                words[n] = word[:i] + word[i + 1 :]
-    return " ".join(words)
-
-
-def _years(days: int) -> str:
-    years = days // 365
-    return "less than a year" if years < 1 else f"{years} year{'s' if years > 1 else ''}"
-
-
 def _ticket(
     rng: random.Random, world: _World, event_id: str, when: datetime
 ) -> tuple[Ticket, Labels]:
-    customer = rng.choice(world.customers)
-    category = rng.choice(_TICKET_CATEGORIES)
-    urgency = _pick(rng, ("high", "medium", "low"), _URGENCY_WEIGHTS[category])
+    # Account holders write in under their account id: one id per person across tickets
+    # and transactions, so a ticket can be correlated with the payments that follow it.
+    holder = rng.random() < _HOLDER_SHARE
+    customer = rng.choice(world.accounts if holder else world.customers)
+    category = rng.choice(TICKET_CATEGORIES)
+    urgency = _pick(rng, ("high", "medium", "low"), URGENCY_WEIGHTS[category])
     sentiment = _pick(rng, ("negative", "neutral", "positive"), (30, 45, 25))
-    past = when - timedelta(days=rng.randint(1, 30))
-    slots = {
-        "product": rng.choice(_PRODUCTS),
-        "plan": rng.choice(_PLANS),
-        "order": f"#{rng.randint(100_000, 999_999)}",
-        "amount": f"{_SYMBOL[customer.currency]}{rng.lognormvariate(3.5, 0.8):.2f}",
-        "invoice": f"INV-{rng.randint(10_000, 99_999)}",
-        "date": f"{_MONTHS[past.month - 1]} {past.day}",
-        "years": _years(customer.age_days),
-        "name": rng.choice(_NAMES),
-    }
-    subjects, sentences = _TICKET_TEXT[category]
-    subject = rng.choice(subjects)
-    if urgency == "high" and rng.random() < 0.3:
-        subject = f"URGENT: {subject}"
-    body = rng.sample(sentences, k=_pick(rng, (1, 2, 3), (5, 4, 1)))
-    if rng.random() < 0.4:
-        body.append(rng.choice(_CONTEXT))
-    body.append(rng.choice(_URGENCY[urgency]))
-    feeling = rng.choice(_SENTIMENT[sentiment])
-    body.insert(0 if sentiment == "negative" and rng.random() < 0.5 else len(body), feeling)
-    parts = [rng.choice(_GREETINGS), *body, rng.choice(_SIGN_OFFS)]
-    text = " ".join(part.format(**slots) for part in parts if part)
+    return _write_ticket(rng, customer, event_id, when, category, urgency, sentiment, None)
+
+
+def _write_ticket(
+    rng: random.Random,
+    customer: _Party,
+    event_id: str,
+    when: datetime,
+    category: str,
+    urgency: str,
+    sentiment: str,
+    subject: str | None,
+) -> tuple[Ticket, Labels]:
+    drawn = (category, urgency, sentiment)
+    subject, body = write_ticket(rng, *drawn, customer.currency, customer.age_days, when, subject)
     event = Ticket(
         event_id=event_id,
         occurred_at=when,
         customer_id=customer.party_id,
         channel=_pick(rng, ("email", "chat", "phone", "web_form", "social"), (40, 25, 10, 20, 5)),
-        subject=_typos(rng, subject.format(**slots)),
-        body=_typos(rng, text),
+        subject=subject,
+        body=body,
         customer_tier=customer.tier,
         attributes={"previous_tickets": int(rng.expovariate(0.5))},
     )
     return event, {"category": category, "urgency": urgency, "sentiment": sentiment}
+
+
+# --- planted correlations --------------------------------------------------------------
+#
+# Two multi-event patterns the shipped correlation rules look for, each rare:
+# - card testing: 3-4 large online payments on one account from 3-4 countries within a
+#   few minutes, back to back in the stream;
+# - account takeover: a password-reset / locked-out ticket from an account holder, then
+#   within the hour a large transfer or online payment on that same account.
+
+_BURST_RATE = 0.005  # per transaction drawn: ~6 bursts in 3,000 mixed events
+_BURST_FRAUD = 0.9  # most bursts are a stolen card being tested; a few are a busy buyer
+_BURST_CATEGORIES = ("electronics", "digital_goods", "jewelry", "gambling", "travel")
+_TAKEOVER_RATE = 0.006  # per ticket drawn: ~4 takeovers in 3,000 mixed events
+_HOLDER_SHARE = 0.3  # share of tickets written by account holders (under their account id)
+
+
+def _payment(
+    rng: random.Random,
+    account: _Party,
+    event_id: str,
+    when: datetime,
+    *,
+    amount: float,
+    category: str,
+    channel: str,
+    country: str,
+    device_id: str,
+) -> Transaction:
+    return Transaction(
+        event_id=event_id,
+        occurred_at=when,
+        account_id=account.party_id,
+        amount=amount,
+        currency=account.currency,
+        merchant=rng.choice(_CATEGORIES[category][3]),
+        merchant_category=category,
+        channel=channel,
+        country=country,
+        card_country=account.country,
+        device=Device(device_id=device_id, kind=_pick(rng, ("desktop", "unknown"), (2, 1)),
+                      is_new=True),
+        attributes={"account_age_days": account.age_days},
+    )  # fmt: skip
+
+
+def _burst(
+    rng: random.Random, world: _World, seed: int, ids: Iterator[int], when: datetime
+) -> list[tuple[EventBase, Labels]]:
+    """3-4 payments over 500 on one account from as many countries, 20-90 s apart."""
+    account = rng.choice(world.accounts)
+    countries = rng.sample([c for c in _ABROAD if c != account.country], k=rng.randint(3, 4))
+    device_id = f"dev-{seed}-x{rng.randrange(10**6):06d}"  # the tester's own machine
+    fraud = rng.random() < _BURST_FRAUD
+    events: list[tuple[EventBase, Labels]] = []
+    for country in countries:
+        category = rng.choice(_BURST_CATEGORIES)
+        amount = round(rng.uniform(510, 1900), 2)
+        event_id = f"txn-{seed}-{next(ids):08d}"
+        tx = _payment(rng, account, event_id, when, amount=amount, category=category,
+                      channel="online", country=country, device_id=device_id)  # fmt: skip
+        events.append((tx, {"fraud": fraud}))
+        when += timedelta(seconds=rng.uniform(20, 90))
+    return events
+
+
+def _takeover_ticket(
+    rng: random.Random, world: _World, event_id: str, when: datetime
+) -> tuple[Ticket, Labels, _Party]:
+    account = rng.choice(world.accounts)
+    urgency = _pick(rng, ("high", "medium"), (3, 1))
+    sentiment = _pick(rng, ("negative", "neutral"), (2, 1))
+    subject = rng.choice(TAKEOVER_SUBJECTS)
+    ticket, labels = _write_ticket(
+        rng, account, event_id, when, "account", urgency, sentiment, subject
+    )
+    return ticket, labels, account
+
+
+def _takeover_payment(
+    rng: random.Random, account: _Party, event_id: str, when: datetime
+) -> tuple[Transaction, Labels]:
+    """The money moved out of a taken-over account: large, by transfer or online."""
+    if rng.random() < 0.6:
+        category, channel = "money_transfer", "transfer"
+    else:
+        category, channel = rng.choice(("electronics", "jewelry")), "online"
+    amount = round(min(50_000.0, 2000 + rng.lognormvariate(7.5, 0.6)), 2)
+    country = account.country if rng.random() < 0.5 else rng.choice(_ABROAD)
+    device_id = f"{rng.choice(account.devices)}-new{rng.randrange(10**6):06d}"
+    tx = _payment(rng, account, event_id, when, amount=amount, category=category,
+                  channel=channel, country=country, device_id=device_id)  # fmt: skip
+    return tx, {"fraud": True}
 
 
 Builder = Callable[[random.Random, _World, str, datetime], tuple[EventBase, Labels]]
@@ -560,15 +512,35 @@ def _stream(
     world = _build_world(rng, seed)
     types = tuple(mix)
     weights = tuple(mix[t] for t in types)
+    takeovers = "transaction" in mix and "ticket" in mix
+    due: list[tuple[datetime, int, _Party]] = []  # takeover payments to come (at, n, who)
+    ids = itertools.count()
     offset_s = 0.0
-    i = 0
+    last = start
     while True:
         when = start + timedelta(milliseconds=round(offset_s * 1000))
+        if due and due[0][0] <= when:
+            at, _, account = heapq.heappop(due)
+            at = max(at, last)  # a burst may have run past it; stay in time order
+            yield _takeover_payment(rng, account, f"txn-{seed}-{next(ids):08d}", at)
+            last = at
+            continue
         event_type = types[0] if len(types) == 1 else _pick(rng, types, weights)
-        event_id = f"{ID_PREFIX[event_type]}-{seed}-{i:08d}"
-        event, labels = _BUILDERS[event_type](rng, world, event_id, when)
-        yield event, labels
-        i += 1
+        if event_type == "transaction" and rng.random() < _BURST_RATE:
+            burst = _burst(rng, world, seed, ids, when)
+            yield from burst
+            when = burst[-1][0].occurred_at
+            offset_s = (when - start).total_seconds()
+        elif takeovers and event_type == "ticket" and rng.random() < _TAKEOVER_RATE:
+            event_id = f"tkt-{seed}-{next(ids):08d}"
+            ticket, labels, account = _takeover_ticket(rng, world, event_id, when)
+            at = when + timedelta(seconds=rng.uniform(5 * 60, 45 * 60))
+            heapq.heappush(due, (at, next(ids), account))
+            yield ticket, labels
+        else:
+            event_id = f"{ID_PREFIX[event_type]}-{seed}-{next(ids):08d}"
+            yield _BUILDERS[event_type](rng, world, event_id, when)
+        last = when
         offset_s += rng.expovariate(_traffic(when.hour) / 60)
 
 
