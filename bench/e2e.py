@@ -538,7 +538,7 @@ def append_results(figs: dict[str, Figure], args: argparse.Namespace) -> None:
 async def main_async(args: argparse.Namespace) -> dict[str, Figure]:
     from app.logs import configure_logging
 
-    configure_logging("console", "warning")
+    configure_logging("console", "error")  # one warning per dead letter would drown the table
     with tempfile.TemporaryDirectory(prefix="arbiter-bench-") as tmp:
         root = Path(tmp)
         models_dir = args.models_dir or root / "models"
