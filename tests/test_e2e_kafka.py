@@ -136,16 +136,39 @@ async def test_producing_the_same_events_twice_gives_no_second_decision(
     decisions, _ = await _collect(broker, len(events))
     assert len(decisions) == len(events)
     assert _redelivered(arbiter) == len(events)
-    engine = create_engine(db_url)
-    try:
-        assert await Ledger(engine).count_decisions() == len(events)
-    finally:
-        await engine.dispose()
+    assert await _ledger_decisions(db_url) == len(events)
     assert arbiter.terminate() == 0
 
 
 def _redelivered(proc: ArbiterProcess) -> int:
     return sum(e.get("redelivered", 0) for e in proc.log_lines() if e.get("event") == "batch")
+
+
+async def _ledger_decisions(db_url: str) -> int:
+    engine = create_engine(db_url)
+    try:
+        return await Ledger(engine).count_decisions()
+    finally:
+        await engine.dispose()
+
+
+async def _interrupt_mid_stream(
+    broker: EmbeddedBroker, arbiter: ArbiterProcess, events: list[SimEvent], *, crash: bool
+) -> None:
+    """Start `arbiter run`, stream ``events`` at 1,500/s, stop it (SIGTERM, or SIGKILL when
+    ``crash``) once 300 are decided, restart it, and wait until every event is produced."""
+    await arbiter.start().wait_for_log("consuming")
+    producing = asyncio.create_task(
+        emit(broker.bootstrap, events, topic_for=lambda t: f"events.{t}", rate=1500)
+    )
+    await wait_until(lambda: _decided(arbiter) >= 300)
+    if crash:
+        arbiter.kill()
+    else:
+        assert arbiter.terminate() == 0
+        assert _decided(arbiter) < len(events), "stopped too late to test a restart"
+    await arbiter.start().wait_for_log("consuming", after=1)
+    await producing
 
 
 def _decided(proc: ArbiterProcess) -> int:
@@ -158,25 +181,12 @@ async def test_graceful_stop_and_restart_mid_stream_loses_nothing_and_decides_no
     """SIGTERM mid-stream finishes the batch, commits, exits 0; the restart picks up the rest,
     and every event ends with exactly one decision on the topic and in the ledger."""
     events = list(generate(3000, seed=13, malformed_rate=0.0))
-    await arbiter.start().wait_for_log("consuming")
-    producing = asyncio.create_task(
-        emit(broker.bootstrap, events, topic_for=lambda t: f"events.{t}", rate=1500)
-    )
-    await wait_until(lambda: _decided(arbiter) >= 300)
-    assert arbiter.terminate() == 0
-    stopped_at = _decided(arbiter)
-    assert stopped_at < len(events), "stopped too late to test a restart"
-    await arbiter.start().wait_for_log("consuming", after=1)
-    await producing
+    await _interrupt_mid_stream(broker, arbiter, events, crash=False)
     decisions, _ = await _collect(broker, len(events))
     ids = Counter(json.loads(r.value)["event_id"] for r in decisions)
     assert set(ids) == {e.event_id for e in events}
     assert max(ids.values()) == 1
-    engine = create_engine(db_url)
-    try:
-        assert await Ledger(engine).count_decisions() == len(events)
-    finally:
-        await engine.dispose()
+    assert await _ledger_decisions(db_url) == len(events)
     assert arbiter.terminate() == 0
 
 
@@ -186,23 +196,12 @@ async def test_crash_mid_stream_loses_nothing_and_stores_each_decision_once(
     """SIGKILL mid-stream (no clean shutdown): after a restart every event has exactly one
     ledger row; the topic holds each decision at least once, copies identical."""
     events = list(generate(3000, seed=14, malformed_rate=0.0))
-    await arbiter.start().wait_for_log("consuming")
-    producing = asyncio.create_task(
-        emit(broker.bootstrap, events, topic_for=lambda t: f"events.{t}", rate=1500)
-    )
-    await wait_until(lambda: _decided(arbiter) >= 300)
-    arbiter.kill()
-    await arbiter.start().wait_for_log("consuming", after=1)
-    await producing
+    await _interrupt_mid_stream(broker, arbiter, events, crash=True)
     decisions, _ = await _collect(broker, len(events))
     by_id: dict[str, set[bytes]] = {}
     for record in decisions:
         by_id.setdefault(json.loads(record.value)["event_id"], set()).add(record.value)
     assert set(by_id) == {e.event_id for e in events}
     assert all(len(copies) == 1 for copies in by_id.values()), "a redelivery re-decided"
-    engine = create_engine(db_url)
-    try:
-        assert await Ledger(engine).count_decisions() == len(events)
-    finally:
-        await engine.dispose()
+    assert await _ledger_decisions(db_url) == len(events)
     assert arbiter.terminate() == 0

@@ -224,21 +224,28 @@ def flatten_facts(event: Mapping[str, Any], scores: Mapping[str, float | str]) -
     return out
 
 
-def _coerce(value: Any, kind: ValueKind) -> Any | None:
-    if kind == "number":
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, int | float):
-            number: float | int = value
-        elif isinstance(value, str):
-            # JSON-dumped Decimals arrive as strings ("2500.00").
-            try:
-                number = float(value)
-            except ValueError:
-                return None
-        else:
+def as_number(value: Any) -> float | int | None:
+    """A finite number (ints stay ints), or None; booleans are not numbers, numeric
+    strings are (JSON-dumped Decimals arrive as strings: "2500.00"). Shared by rule
+    evaluation and correlation windows so both read a field the same way."""
+    if type(value) is float:  # the common case first: this runs per field per event
+        return value if math.isfinite(value) else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
             return None
         return number if math.isfinite(number) else None
+    return None
+
+
+def _coerce(value: Any, kind: ValueKind) -> Any | None:
+    if kind == "number":
+        return as_number(value)
     if kind == "boolean":
         return value if isinstance(value, bool) else None
     return value if isinstance(value, str) else None

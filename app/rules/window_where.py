@@ -11,13 +11,13 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from app.rules.compile import as_number
 from app.rules.spec import Scalar
 
 __all__ = [
@@ -130,24 +130,6 @@ def scalar_kind(value: Scalar) -> str:
     if isinstance(value, bool):
         return "boolean"
     return "number" if isinstance(value, int | float) else "string"
-
-
-def as_number(value: Any) -> float | None:
-    """A finite float, or None; numeric strings count (JSON-dumped decimals)."""
-    if type(value) is float:
-        return value if math.isfinite(value) else None
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-    else:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _as_text(value: Any) -> str | None:
