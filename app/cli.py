@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from app.cli_models import explain, models_app
 from app.errors import ConfigError
 from app.logs import configure_logging
 from app.settings import Settings
@@ -31,6 +32,8 @@ schemas_app = typer.Typer(no_args_is_help=True, help="Event and decision contrac
 app.add_typer(rules_app, name="rules")
 app.add_typer(db_app, name="db")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(models_app, name="models")
+app.command("explain")(explain)
 
 console = Console()
 err = Console(stderr=True)

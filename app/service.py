@@ -22,7 +22,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from app.errors import ConfigError, TransientError
 from app.inference.catalog import SCORE_TYPES
-from app.inference.models import Scorer, load_or_train
+from app.inference.lifecycle import ModelWatcher, ensure_champions, load_in_service
+from app.inference.scoring import Scorer
 from app.metrics import RULES_RELOADS
 from app.pipeline.processor import BatchProcessor, BatchResult, summarise
 from app.pipeline.stages import InRecord
@@ -34,6 +35,7 @@ from app.settings import Settings
 from app.store import migrate
 from app.store.db import check_connection, create_engine
 from app.store.ledger import Ledger
+from app.store.registry import ModelRegistry
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import (
     OutMessage,
@@ -88,9 +90,10 @@ class Components:
     ledger: Ledger
     processor: BatchProcessor
     producer: AIOKafkaProducer
-    scorer: Scorer
+    scorer: Scorer  # the scorer at start-up; ``processor.scorer`` is the one in service
     rules: RulesEngine
     publish: Callable[[Sequence[OutMessage]], Awaitable[None]]
+    registry: ModelRegistry
 
 
 @contextlib.asynccontextmanager
@@ -129,11 +132,11 @@ async def start_components(
             say(f"created {len(created)} topics")
 
         say("loading models")
-        loop = asyncio.get_running_loop()
-        models = await loop.run_in_executor(
-            None, lambda: load_or_train(settings.resolved_models_dir, on_progress=say)
-        )
-        scorer = Scorer(models)
+        registry = ModelRegistry(engine)
+        models_dir = settings.resolved_models_dir
+        await ensure_champions(registry, models_dir, on_progress=say)
+        scorer, _ = await load_in_service(registry, models_dir)
+        await asyncio.get_running_loop().run_in_executor(None, scorer.warm_up)
 
         producer = make_producer(bootstrap)
         try:
@@ -155,9 +158,12 @@ async def start_components(
             publish=publish,
             topic_for=settings.topic,  # type: ignore[arg-type]
             max_event_bytes=settings.max_event_bytes,
+            text_threads=settings.text_threads,
         )
         stack.callback(processor.close)
-        yield Components(settings, bootstrap, ledger, processor, producer, scorer, rules, publish)
+        yield Components(
+            settings, bootstrap, ledger, processor, producer, scorer, rules, publish, registry
+        )
 
 
 class ConsumeLoop:
@@ -185,6 +191,12 @@ class ConsumeLoop:
             *rule_vocabulary(self._settings),
             interval_s=self._settings.rules_reload_s,
         )
+        self._models = ModelWatcher(
+            components.registry,
+            self._settings.resolved_models_dir,
+            components.processor.scorer,
+            interval_s=self._settings.models_poll_s,
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -211,6 +223,7 @@ class ConsumeLoop:
         try:
             while not self._stopping.is_set():
                 await self._maybe_reload_rules()
+                await self._maybe_swap_models()
                 fetched = await consumer.getmany(
                     timeout_ms=max(s.batch_wait_ms, 100), max_records=s.batch_max
                 )
@@ -290,6 +303,20 @@ class ConsumeLoop:
             "rules reloaded",
             versions={name: rs.version for name, rs in sorted(change.rulesets.items())},
         )
+
+    async def _maybe_swap_models(self) -> None:
+        """Between batches: follow promotions, rollbacks and shadows in the registry."""
+        if self._settings.models_poll_s <= 0:
+            return
+        try:
+            scorer = await self._models.poll(self._c.processor.scorer)
+        except Exception as exc:  # the registry being unreachable must not stop deciding
+            log.warning(
+                "model registry check failed; the models in service keep serving", error=str(exc)
+            )
+            return
+        if scorer is not None:
+            self._c.processor.swap_scorer(scorer)
 
     async def _isolate(self, records: Sequence[InRecord]) -> BatchResult:
         """After repeated failures, decide the batch one record at a time so that one poison

@@ -69,6 +69,19 @@ class Settings(BaseSettings):
         ge=0,
         description="How often a running consumer looks for rule changes; 0 = never.",
     )
+    models_poll_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often a running consumer checks the registry for promotions, "
+        "rollbacks and shadows; 0 = never.",
+    )
+    text_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="CPU threads the text encoder may use; the rest stay with the tabular "
+        "models, the rules and the event loop.",
+    )
     auto_migrate: bool = Field(
         default=False, description="Apply database migrations at start-up (demo, dev)."
     )

@@ -42,7 +42,7 @@ from sqlalchemy import DateTime, Float, String
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.inference.models import load_or_train
+from app.inference.lifecycle import scorer_from_folder
 from app.settings import EVENT_TYPES
 from app.simulator.emit import emit
 from app.simulator.generate import generate
@@ -344,12 +344,11 @@ class NaiveHandler:
 
 
 async def run_naive(fig: Figure, bootstrap: str, work: Path, models_dir: Path, limit_s: float):
-    from app.inference.models import Scorer
     from app.service import load_rules_engine
     from app.settings import Settings
     from app.store.db import create_engine
 
-    scorer = Scorer(load_or_train(models_dir))
+    scorer = scorer_from_folder(models_dir)
     rules = load_rules_engine(Settings(data_dir=work, models_dir=models_dir, **SETTINGS_EXTRA))
     # Same SQLite pragmas as Arbiter's ledger (WAL, synchronous=NORMAL): the difference
     # measured is the per-event shape, not the store configuration.
@@ -544,7 +543,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Figure]:
         models_dir = args.models_dir or root / "models"
         print(f"models: {models_dir} (training if absent) …", flush=True)
         t0 = time.perf_counter()
-        await asyncio.get_running_loop().run_in_executor(None, load_or_train, models_dir)
+        await asyncio.get_running_loop().run_in_executor(None, scorer_from_folder, models_dir)
         print(f"models ready in {time.perf_counter() - t0:.1f}s", flush=True)
         sizes = {"arbiter": args.events, "naive": args.naive_events, "passthrough": args.events}
         figs: dict[str, Figure] = {}

@@ -26,6 +26,11 @@ class Decision(Contract):
     model_versions: dict[str, str] = Field(default_factory=dict)
     rules_fired: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    explanations: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per model: how its score came about, e.g. "
+        '{"method": "occlusion", "top": [["amount", 1.2], ...]} (log-odds contributions).',
+    )
     ruleset_version: Annotated[str, StringConstraints(max_length=32)] = Field(
         default="", description="Content hash of the rule files that made the decision."
     )

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from app.inference.models import Score, Scorer
+from app.inference.lifecycle import ensure_champions
+from app.inference.scoring import ScoredBatch, Scorer
 from app.pipeline.processor import BatchProcessor
 from app.service import ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.generate import generate
-from app.store import migrate
+from app.store import create_engine, migrate
+from app.store.registry import ModelRegistry
 from connectors.broker import EmbeddedBroker
 from schemas import EventBase
 from tests.harness import header, produce, read_topics, wait_until
@@ -48,6 +50,7 @@ async def test_a_batch_that_cannot_be_stored_is_retried_until_it_is_and_nothing_
     db_path = tmp_path / "ledger.db"
     settings = _settings(broker, db_path, trained_models, tmp_path)
     await migrate.upgrade(f"sqlite+aiosqlite:///{db_path}")
+    await _register_models(f"sqlite+aiosqlite:///{db_path}", trained_models)
 
     locked, release = threading.Event(), threading.Event()
 
@@ -88,20 +91,27 @@ async def test_a_batch_that_cannot_be_stored_is_retried_until_it_is_and_nothing_
     assert max(ids.values()) == 1
 
 
+async def _register_models(url: str, models: Path) -> None:
+    """Start-up registers the first models (a write): do it before the lock is taken, as
+    this test is about batches failing, not start-up."""
+    engine = create_engine(url)
+    try:
+        await ensure_champions(ModelRegistry(engine), models)
+    finally:
+        await engine.dispose()
+
+
 class ScorerThatCrashesOn(Scorer):
     """A real scorer, except that it raises on one event: a model bug triggered by one input."""
 
     def __init__(self, inner: Scorer, poison_id: str) -> None:
-        self._inner = inner
+        super().__init__(inner.champions, inner.shadows)
         self._poison_id = poison_id
 
-    def versions(self, event_type: str) -> dict[str, str]:
-        return self._inner.versions(event_type)
-
-    def score(self, event_type: str, events: Sequence[EventBase]) -> list[dict[str, Score]]:
+    def score_batch(self, event_type: str, events: Sequence[EventBase]) -> ScoredBatch:
         if any(e.event_id == self._poison_id for e in events):
             raise ValueError(f"model cannot handle {self._poison_id}")
-        return self._inner.score(event_type, events)
+        return super().score_batch(event_type, events)
 
 
 async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_is_decided(

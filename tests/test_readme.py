@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from app.inference.models import Scorer, load_or_train
+from app.inference.lifecycle import scorer_from_folder
 from app.pipeline.decode import decode_event
 from app.pipeline.stages import InRecord, Valid, assemble_decisions, rule_facts
 from app.service import load_rules_engine
@@ -28,8 +28,9 @@ def test_the_readme_event_gets_the_decision_the_readme_shows(trained_models: Pat
     raw = json.dumps(event_doc).encode()
     event = decode_event("transaction", raw, max_bytes=65536)
     settings = Settings(rules_dir=ROOT / "rules")
-    scorer = Scorer(load_or_train(trained_models))
-    scores = scorer.score("transaction", [event])
+    scorer = scorer_from_folder(trained_models)
+    scored = scorer.score_batch("transaction", [event])
+    scores = scored.scores
     payload = event.model_dump(mode="json")
     outcome = load_rules_engine(settings).evaluate(
         "transaction", [{**rule_facts(payload, scores[0]), "windows": {}}]
@@ -40,6 +41,7 @@ def test_the_readme_event_gets_the_decision_the_readme_shows(trained_models: Pat
         [Valid(record, event, payload)],
         scores,
         outcome,
+        explanations=scored.explanations,
         model_versions={"transaction": scorer.versions("transaction")},
         decisions_topic={"transaction": "decisions.transaction"},
         received_at=decided_at - timedelta(milliseconds=31.7),

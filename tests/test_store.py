@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,9 +19,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ConfigError, TransientError
 from app.store import (
@@ -49,69 +45,6 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 # --- fixtures -----------------------------------------------------------------------
-
-
-async def _admin_engine() -> AsyncEngine:
-    return create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-
-
-async def _drop_pg_database(name: str) -> None:
-    admin = await _admin_engine()
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    finally:
-        await admin.dispose()
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
-async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """URL of a fresh, never migrated database: a SQLite file or a new PostgreSQL db."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'arbiter.db'}"
-        return
-    name = f"arbiter_test_{uuid.uuid4().hex[:12]}"
-    admin = await _admin_engine()
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        await _drop_pg_database(name)
-
-
-@pytest.fixture
-async def db_url(empty_db_url: str) -> str:
-    """URL of a fresh database migrated to head."""
-    await upgrade(empty_db_url)
-    return empty_db_url
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(db_url)
-    yield eng
-    await eng.dispose()
-
-
-@pytest.fixture
-def ledger(engine: AsyncEngine) -> Ledger:
-    return Ledger(engine)
 
 
 def decision(event_id: str, **overrides: Any) -> DecisionRecord:

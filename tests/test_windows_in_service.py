@@ -164,4 +164,6 @@ async def test_windows_count_across_batches_types_and_a_restart(
         "tx-6": "approve",  # no ticket for this one
         "tx-7": "approve",  # 30 minutes on: the earlier countries have left the window
     }
-    assert decided["tx-3"]["reasons"] == ["3 countries in 10 minutes."]
+    rule_reasons, model_reasons = decided["tx-3"]["reasons"][:1], decided["tx-3"]["reasons"][1:]
+    assert rule_reasons == ["3 countries in 10 minutes."]
+    assert [r.split(":")[0] for r in model_reasons] == ["transaction.fraud v1"]

@@ -1,45 +1,47 @@
-"""Feature functions: validated events in, plain numbers out. Pure: no I/O, no sklearn.
+"""Feature rows: validated events in, named raw features out. Pure: no I/O, no sklearn.
 
-One function per event type turns a *batch* of events into a row-major list of floats
-whose column order is the type's ``*_FEATURES`` tuple. The tuple is stored with every
-model artifact, so a model is never fed columns in an order it was not trained on.
+``feature_rows(event_type, events, history)`` turns a *batch* of events into one dict per
+event: named raw features (numbers as ``float``, categories as ``str``, ``None`` where a
+value is missing), plus every key of ``event.attributes`` as ``attr.<key>`` (numbers stay
+numbers, strings and booleans become categories). The tabular models
+(``app/inference/tabular.py``) discover their columns from these rows when they are
+trained, so a new attribute becomes a feature at the next training without a code change.
+
+Some features compare an event with the same party's earlier events (``amount_vs_recent``:
+this amount over the account's recent average). ``History`` holds that state, bounded;
+the scorer keeps one per event type and the trainer builds a fresh one over its data, so
+serving and training compute the feature the same way.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from datetime import UTC
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 
-from schemas import Order, Ticket, Transaction
+from schemas import EventBase, Order, Ticket, Transaction
 
-TX_CHANNELS = ("card_present", "online", "mobile_app", "atm", "transfer")
-TX_CATEGORIES = (
-    "grocery",
-    "electronics",
-    "travel",
-    "gambling",
-    "digital_goods",
-    "restaurants",
-    "fuel",
-    "jewelry",
-    "money_transfer",
-)
-DEVICE_KINDS = ("mobile", "desktop", "pos", "atm", "unknown")
-PAYMENT_METHODS = ("card", "paypal", "bank_transfer", "gift_card", "crypto", "cash_on_delivery")
+FeatureValue = float | str | None
+Row = dict[str, FeatureValue]
 
-TRANSACTION_FEATURES: tuple[str, ...] = (
+ATTRIBUTE_PREFIX = "attr."
+NIGHT_END_HOUR = 6  # 0-5 UTC counts as night
+
+# Base features of each event type, numeric ones first; attributes follow, sorted.
+TRANSACTION_NUMERIC: tuple[str, ...] = (
+    "amount",
     "log_amount",
-    "is_foreign",
-    "device_is_new",
+    "hour_of_day",
     "is_night",
-    *(f"channel={c}" for c in TX_CHANNELS),
-    *(f"category={c}" for c in TX_CATEGORIES),
-    "category=other",
-    *(f"device={d}" for d in DEVICE_KINDS),
+    "country_mismatch",
+    "device_is_new",
+    "amount_vs_recent",
 )
-
-ORDER_FEATURES: tuple[str, ...] = (
+TRANSACTION_CATEGORICAL: tuple[str, ...] = ("channel", "merchant_category", "device_kind")
+ORDER_NUMERIC: tuple[str, ...] = (
+    "total",
     "log_total",
     "n_lines",
     "total_quantity",
@@ -47,54 +49,153 @@ ORDER_FEATURES: tuple[str, ...] = (
     "log_max_unit_price",
     "billing_ne_shipping",
     "first_order",
+    "hour_of_day",
     "is_night",
-    *(f"payment={p}" for p in PAYMENT_METHODS),
+    "total_vs_recent",
 )
+ORDER_CATEGORICAL: tuple[str, ...] = ("payment_method",)
 
 
-def _one_hot(value: str, vocabulary: Sequence[str]) -> list[float]:
-    return [1.0 if value == v else 0.0 for v in vocabulary]
+class History:
+    """The last ``recent`` amounts of at most ``max_keys`` parties (accounts, customers).
+
+    Bounded on both axes: each party keeps at most ``recent`` amounts (oldest dropped) and
+    when a new party would exceed ``max_keys`` the least recently seen one is forgotten
+    (``evicted`` counts them). A forgotten party simply looks new again: its next event
+    has no recent average, which the models were trained to handle (it is how every
+    party's first event looks). Amounts are kept as C doubles in an ``array``: about
+    0.36 KB per party with the defaults, key included (measured), so the defaults cap
+    the state near 18 MB.
+    """
+
+    def __init__(self, *, recent: int = 10, max_keys: int = 50_000) -> None:
+        if recent < 1 or max_keys < 1:
+            raise ValueError(f"recent and max_keys must be >= 1, got {recent} and {max_keys}")
+        self.recent = recent
+        self.max_keys = max_keys
+        self.evicted = 0
+        self._amounts: OrderedDict[str, array[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._amounts)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._amounts
+
+    def mean(self, key: str) -> float | None:
+        """The average of ``key``'s recent amounts; ``None`` when it has none."""
+        amounts = self._amounts.get(key)
+        if not amounts:
+            return None
+        return sum(amounts) / len(amounts)
+
+    def add(self, key: str, amount: float) -> None:
+        """Remember ``amount`` as ``key``'s most recent one (``key`` becomes most recent)."""
+        amounts = self._amounts.get(key)
+        if amounts is None:
+            amounts = self._amounts[key] = array("d")
+            if len(self._amounts) > self.max_keys:
+                self._amounts.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._amounts.move_to_end(key)
+        amounts.append(amount)
+        if len(amounts) > self.recent:
+            del amounts[0]
+
+    def observe(self, key: str, amount: float) -> float | None:
+        """``amount`` over ``key``'s recent average *before* this amount, then remember it."""
+        before = self.mean(key)
+        self.add(key, amount)
+        return amount / before if before else None
 
 
-def transaction_row(tx: Transaction) -> list[float]:
-    hour = tx.occurred_at.astimezone(UTC).hour
-    category = tx.merchant_category
-    return [
-        math.log1p(tx.amount),
-        float(tx.country != tx.card_country),
-        float(tx.device.is_new),
-        float(hour < 6),
-        *_one_hot(tx.channel, TX_CHANNELS),
-        *_one_hot(category, TX_CATEGORIES),
-        float(category not in TX_CATEGORIES),
-        *_one_hot(tx.device.kind, DEVICE_KINDS),
-    ]
+def _hour(when: datetime) -> int:
+    return when.astimezone(UTC).hour
 
 
-def order_row(order: Order) -> list[float]:
+def attribute_features(attributes: Mapping[str, float | int | bool | str]) -> Row:
+    """``attr.<key>`` for every attribute: numbers numeric (non-finite = missing), strings
+    and booleans categorical (``"true"``/``"false"``)."""
+    row: Row = {}
+    for key, value in attributes.items():
+        name = ATTRIBUTE_PREFIX + key
+        if isinstance(value, bool):  # before the number check: bool is an int
+            row[name] = "true" if value else "false"
+        elif isinstance(value, int | float):
+            number = float(value)
+            row[name] = number if math.isfinite(number) else None
+        else:
+            row[name] = value
+    return row
+
+
+def transaction_features(tx: Transaction, history: History) -> Row:
+    hour = _hour(tx.occurred_at)
+    row: Row = {
+        "amount": tx.amount,
+        "log_amount": math.log1p(tx.amount),
+        "hour_of_day": float(hour),
+        "is_night": float(hour < NIGHT_END_HOUR),
+        "country_mismatch": float(tx.country != tx.card_country),
+        "device_is_new": float(tx.device.is_new),
+        "amount_vs_recent": history.observe(tx.account_id, tx.amount),
+        "channel": tx.channel,
+        "merchant_category": tx.merchant_category,
+        "device_kind": tx.device.kind,
+    }
+    row.update(attribute_features(tx.attributes))
+    return row
+
+
+def order_features(order: Order, history: History) -> Row:
     quantities = [item.quantity for item in order.items]
-    hour = order.occurred_at.astimezone(UTC).hour
-    return [
-        math.log1p(order.total),
-        float(len(order.items)),
-        float(sum(quantities)),
-        float(max(quantities)),
-        math.log1p(max(item.unit_price for item in order.items)),
-        float(order.billing_country != order.shipping_country),
-        float(order.first_order),
-        float(hour < 6),
-        *_one_hot(order.payment_method, PAYMENT_METHODS),
-    ]
+    hour = _hour(order.occurred_at)
+    row: Row = {
+        "total": order.total,
+        "log_total": math.log1p(order.total),
+        "n_lines": float(len(order.items)),
+        "total_quantity": float(sum(quantities)),
+        "max_quantity": float(max(quantities)),
+        "log_max_unit_price": math.log1p(max(item.unit_price for item in order.items)),
+        "billing_ne_shipping": float(order.billing_country != order.shipping_country),
+        "first_order": float(order.first_order),
+        "hour_of_day": float(hour),
+        "is_night": float(hour < NIGHT_END_HOUR),
+        "total_vs_recent": history.observe(order.customer_id, order.total),
+        "payment_method": order.payment_method,
+    }
+    row.update(attribute_features(order.attributes))
+    return row
+
+
+_BUILDERS: dict[str, tuple[type[EventBase], Callable[..., Row]]] = {
+    "transaction": (Transaction, transaction_features),
+    "order": (Order, order_features),
+}
+
+
+def feature_rows(event_type: str, events: Sequence[EventBase], history: History) -> list[Row]:
+    """One feature row per event, in order; updates ``history`` as it goes.
+
+    Each event's recent-average feature reads ``history`` *before* the event is added, so
+    it never sees its own amount, and an earlier event of the same batch counts as
+    history for a later one, as it would have one batch earlier.
+    """
+    try:
+        model, build = _BUILDERS[event_type]
+    except KeyError:
+        raise ValueError(
+            f"no tabular features for event type {event_type!r}: use one of {sorted(_BUILDERS)}"
+        ) from None
+    rows: list[Row] = []
+    for event in events:
+        if not isinstance(event, model):
+            raise TypeError(f"a {event_type} batch holds a {type(event).__name__}")
+        rows.append(build(event, history))
+    return rows
 
 
 def ticket_text(ticket: Ticket) -> str:
     """The text the ticket models read: subject and body, subject first (it is the summary)."""
     return f"{ticket.subject}\n{ticket.body}"
-
-
-def transaction_matrix(events: Sequence[Transaction]) -> list[list[float]]:
-    return [transaction_row(e) for e in events]
-
-
-def order_matrix(events: Sequence[Order]) -> list[list[float]]:
-    return [order_row(e) for e in events]

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from app.errors import InvalidEvent
-from app.inference.models import Scorer
+from app.inference.scoring import ScoredBatch, Scorer
 from app.pipeline.correlation import Correlator, window_specs
 from app.pipeline.stages import (
     InRecord,
@@ -74,7 +74,9 @@ class BatchResult:
         self.e2e_ms.extend(other.e2e_ms)
 
 
-def decision_record(decision: Decision, item: Valid) -> DecisionRecord:
+def decision_record(
+    decision: Decision, item: Valid, shadow_scores: dict[str, Any] | None = None
+) -> DecisionRecord:
     return DecisionRecord(
         event_id=decision.event_id,
         event_type=decision.event_type,
@@ -93,6 +95,8 @@ def decision_record(decision: Decision, item: Valid) -> DecisionRecord:
         source_partition=item.record.partition,
         source_offset=item.record.offset,
         ruleset_version=decision.ruleset_version,
+        explanations={k: dict(v) for k, v in decision.explanations.items()},
+        shadow_scores=dict(shadow_scores or {}),
     )
 
 
@@ -111,6 +115,7 @@ def decision_from_record(record: DecisionRecord) -> Decision:
         decided_at=record.decided_at,
         latency_ms=record.latency_ms,
         ruleset_version=record.ruleset_version,
+        explanations=record.explanations,
     )
 
 
@@ -156,6 +161,14 @@ def _single_threaded_math() -> None:
     threadpool_limits(limits=1, user_api="openmp")
 
 
+def _text_thread(threads: int) -> None:
+    """The text encoder's own thread: torch gets ``threads`` intra-op threads, so the
+    tabular models, the rules and the event loop keep a core while tickets encode."""
+    from app.inference.encoder import configure_threads
+
+    configure_threads(threads)
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -166,9 +179,10 @@ class BatchProcessor:
         publish: Publish,
         topic_for: Callable[[str, str], str],
         max_event_bytes: int,
+        text_threads: int = 1,
     ) -> None:
         self._ledger = ledger
-        self._scorer = scorer
+        self.scorer = scorer
         self._rules = rules
         self._publish = publish
         self._topic_for = topic_for
@@ -178,7 +192,18 @@ class BatchProcessor:
         self._worker = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="arbiter-decide", initializer=_single_threaded_math
         )
+        # Text models encode on their own thread, concurrently with the tabular scoring.
+        self._text_worker = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="arbiter-text",
+            initializer=_text_thread,
+            initargs=(text_threads,),
+        )
         self._windows = Correlator(window_specs(rules.rulesets), ledger, self._worker)
+
+    def swap_scorer(self, scorer: Scorer) -> None:
+        """Put other model versions in service; called between batches only."""
+        self.scorer = scorer
 
     async def swap_rules(self, rulesets: Mapping[str, RuleSet]) -> None:
         """Put new rulesets in service between batches, on the decide thread (durable_rules is
@@ -189,18 +214,30 @@ class BatchProcessor:
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
+        self._text_worker.shutdown(wait=True)
 
     def _decide(
         self, fresh: Sequence[Valid], received_at: datetime
-    ) -> list[tuple[Decision, Valid]]:
+    ) -> list[tuple[Decision, Valid, dict[str, Any]]]:
         """Score and apply rules to the events nobody decided yet (runs on the worker)."""
+        scorer = self.scorer  # one scorer for the whole batch, even if a swap is pending
         by_type: dict[str, list[Valid]] = {}
         for item in fresh:
             by_type.setdefault(item.event.event_type, []).append(item)
+        scored: dict[str, ScoredBatch] = {}
+        text_jobs = {
+            t: self._text_worker.submit(scorer.score_batch, t, [i.event for i in items])
+            for t, items in by_type.items()
+            if scorer.uses_text(t)
+        }
+        for event_type, items in by_type.items():
+            if event_type not in text_jobs:
+                scored[event_type] = scorer.score_batch(event_type, [i.event for i in items])
+        for event_type, job in text_jobs.items():
+            scored[event_type] = job.result()
         facts: dict[int, dict[str, Any]] = {}
         for event_type, items in by_type.items():
-            scores = self._scorer.score(event_type, [i.event for i in items])
-            for item, score in zip(items, scores, strict=True):
+            for item, score in zip(items, scored[event_type].scores, strict=True):
                 facts[id(item)] = rule_facts(item.payload, score)
         if self._windows.active:
             # In record order across types: "a ticket, then a transfer" must see the ticket.
@@ -210,22 +247,24 @@ class BatchProcessor:
                 fact["windows"] = self._windows.observe(
                     event.event_type, event.partition_key, event.occurred_at, fact
                 )
-        out: list[tuple[Decision, Valid]] = []
+        out: list[tuple[Decision, Valid, dict[str, Any]]] = []
         decided_at = utcnow()
         for event_type, items in by_type.items():
             batch_facts = [facts[id(i)] for i in items]
             outcomes: Sequence[RuleOutcome] = self._rules.evaluate(event_type, batch_facts)
             decided_at = utcnow()
+            result = scored[event_type]
             decisions = assemble_decisions(
                 items,
                 [f["scores"] for f in batch_facts],
                 outcomes,
-                model_versions={event_type: self._scorer.versions(event_type)},
+                explanations=result.explanations,
+                model_versions={event_type: result.versions},
                 decisions_topic={event_type: self._topic_for("decisions", event_type)},
                 received_at=received_at,
                 decided_at=decided_at,
             )
-            out.extend(zip(decisions, items, strict=True))
+            out.extend(zip(decisions, items, result.shadow, strict=True))
         return out
 
     def _decision_messages(self, decision: Decision) -> list[OutMessage]:
@@ -290,7 +329,7 @@ class BatchProcessor:
         fresh = [v for v in first if v.event.event_id not in stored]
         result.redelivered += len(first) - len(fresh)
 
-        decided: list[tuple[Decision, Valid]] = []
+        decided: list[tuple[Decision, Valid, dict[str, Any]]] = []
         if fresh:
             loop = asyncio.get_running_loop()
             decided = await loop.run_in_executor(self._worker, self._decide, fresh, received_at)
@@ -301,7 +340,7 @@ class BatchProcessor:
         dl_published = await self._ledger.find_dead_letters(positions) if positions else {}
         now = utcnow()
         outcome = await self._ledger.record(
-            [decision_record(d, item) for d, item in decided],
+            [decision_record(d, item, shadow) for d, item, shadow in decided],
             [
                 dead_letter_record(r, now)
                 for r in rejected
@@ -311,7 +350,7 @@ class BatchProcessor:
 
         to_publish: list[OutMessage] = []
         published_ids: list[str] = []
-        for decision, item in decided:
+        for decision, item, _ in decided:
             if decision.event_id in outcome.inserted_event_ids:
                 to_publish.extend(self._decision_messages(decision))
                 published_ids.append(decision.event_id)

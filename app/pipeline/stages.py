@@ -105,11 +105,29 @@ def rule_facts(payload: Mapping[str, Any], scores: Mapping[str, float | str]) ->
     return {**payload, "scores": dict(scores)}
 
 
+def explanation_sentence(
+    model: str, version: str, scores: Mapping[str, float | str], explanation: Mapping[str, Any]
+) -> str:
+    """One readable line on why a model scored what it did, for ``Decision.reasons``."""
+    key = model.split(".", 1)[-1]
+    method = str(explanation.get("method", "?"))
+    top = [(str(t[0]), float(t[1])) for t in explanation.get("top", []) if len(t) == 2]
+    value = scores.get(key, "?")
+    if method == "top-classes":
+        others = ", ".join(f"{label} {p:.0%}" for label, p in top[1:])
+        sure = f" ({float(scores.get(f'{key}_confidence', 0.0)):.0%} sure)"
+        return f"{model} {version}: {key} {value}{sure}" + (f"; next: {others}." if others else ".")
+    shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+    terms = ", ".join(f"{feature} {c:+.2f}" for feature, c in top)
+    return f"{model} {version}: {key} {shown}; top contributions ({method}, log-odds): {terms}."
+
+
 def assemble_decisions(
     items: Sequence[Valid],
     scores: Sequence[Mapping[str, float | str]],
     outcomes: Sequence[RuleOutcome],
     *,
+    explanations: Sequence[Mapping[str, Mapping[str, Any]]] | None = None,
     model_versions: Mapping[str, Mapping[str, str]],
     decisions_topic: Mapping[str, str],
     received_at: datetime,
@@ -118,8 +136,14 @@ def assemble_decisions(
     """One ``Decision`` per event, carrying everything that led to it."""
     latency_ms = max((decided_at - received_at).total_seconds() * 1000.0, 0.0)
     decisions = []
-    for item, score, outcome in zip(items, scores, outcomes, strict=True):
+    why = explanations if explanations is not None else [{} for _ in items]
+    for item, score, outcome, explained in zip(items, scores, outcomes, why, strict=True):
         event = item.event
+        versions = model_versions.get(event.event_type, {})
+        model_reasons = tuple(
+            explanation_sentence(name, versions.get(name, "?"), score, explanation)
+            for name, explanation in sorted(explained.items())
+        )
         decisions.append(
             Decision(
                 event_id=event.event_id,
@@ -131,9 +155,10 @@ def assemble_decisions(
                     *(dict(action) for action in outcome.actions),
                 ],
                 scores=dict(score),
-                model_versions=dict(model_versions.get(event.event_type, {})),
+                model_versions=dict(versions),
                 rules_fired=outcome.rules_fired or ((outcome.rule,) if outcome.rule else ()),
-                reasons=outcome.reasons or (outcome.reason,),
+                reasons=(*(outcome.reasons or (outcome.reason,)), *model_reasons),
+                explanations={name: dict(e) for name, e in explained.items()},
                 ruleset_version=outcome.ruleset_version,
                 occurred_at=event.occurred_at,
                 decided_at=decided_at,

@@ -18,7 +18,7 @@ import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -66,6 +66,8 @@ class DecisionRecord:
     source_partition: int
     source_offset: int
     ruleset_version: str = ""
+    explanations: dict[str, Any] = field(default_factory=dict)
+    shadow_scores: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,8 @@ def _decision_row(rec: DecisionRecord) -> dict[str, Any]:
         "source_partition": rec.source_partition,
         "source_offset": rec.source_offset,
         "ruleset_version": rec.ruleset_version,
+        "explanations": rec.explanations,
+        "shadow_scores": rec.shadow_scores,
     }
 
 
@@ -214,6 +218,8 @@ def decision_from_row(row: Mapping[Any, Any]) -> DecisionRecord:
         source_partition=row["source_partition"],
         source_offset=row["source_offset"],
         ruleset_version=row["ruleset_version"],
+        explanations=row["explanations"] or {},
+        shadow_scores=row["shadow_scores"] or {},
     )
 
 

@@ -88,6 +88,10 @@ decisions = sa.Table(
     sa.Column("source_offset", sa.BigInteger(), nullable=False),
     # Content hash of the rule files that made the decision (rules hot-reload).
     sa.Column("ruleset_version", sa.String(32), nullable=False, server_default=""),
+    # Per model: how its score came about (top feature contributions) — migration 0003.
+    sa.Column("explanations", sa.JSON(), nullable=False, server_default="{}"),
+    # Scores of challengers in shadow ("name@vN" -> scores); they never change a decision.
+    sa.Column("shadow_scores", sa.JSON(), nullable=False, server_default="{}"),
 )
 
 dead_letters = sa.Table(
@@ -113,4 +117,52 @@ dead_letters = sa.Table(
         "source_offset",
         name="uq_dead_letters_position",
     ),
+)
+
+
+# The model registry (migration 0003). Artifacts live in the models folder; a row holds
+# what the version is, where its files are and their checksums, and its status. At most
+# one champion per model name, enforced by a partial unique index on both backends.
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("family", sa.String(16), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("shadow", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("promoted_at", UTCDateTime(), nullable=True),
+    sa.Column("window_start", sa.String(40), nullable=False, server_default=""),
+    sa.Column("window_end", sa.String(40), nullable=False, server_default=""),
+    sa.Column("trained_on", sa.Text(), nullable=False),
+    sa.Column("features", sa.JSON(), nullable=False),
+    sa.Column("metrics", sa.JSON(), nullable=False),
+    sa.Column("params", sa.JSON(), nullable=False),
+    sa.Column("classes", sa.JSON(), nullable=False),
+    sa.Column("artifact_path", sa.Text(), nullable=False),
+    sa.Column("files", sa.JSON(), nullable=False),  # file name -> sha256
+    sa.UniqueConstraint("name", "version", name="uq_model_versions_name_version"),
+    sa.CheckConstraint("status IN ('champion', 'challenger', 'retired')", name="status"),
+    sa.Index(
+        "uq_model_versions_one_champion",
+        "name",
+        unique=True,
+        postgresql_where=sa.text("status = 'champion'"),
+        sqlite_where=sa.text("status = 'champion'"),
+    ),
+)
+
+# Every registry change, for `arbiter models show` and the audit trail.
+model_events = sa.Table(
+    "model_events",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, index=True),
+    sa.Column("version", sa.Integer(), nullable=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False, server_default=""),
+    sa.Column("at", UTCDateTime(), nullable=False),
 )
