@@ -59,6 +59,19 @@ async def _decide(
     return [found[i] for i in ids]
 
 
+async def _decide_ticket(broker: EmbeddedBroker, ledger: Ledger) -> StoredDecision:
+    event = next(e for e in generate(50, seed=106, malformed_rate=0.0) if e.event_type == "ticket")
+    await produce(broker.bootstrap, [event])
+    found: dict[str, StoredDecision] = {}
+
+    async def decided() -> bool:
+        found.update(await ledger.find_decisions([event.event_id]))
+        return bool(found)
+
+    await wait_until(decided, timeout=60)
+    return found[event.event_id]
+
+
 def _versions(decisions: Sequence[StoredDecision]) -> set[str]:
     return {d.record.model_versions[NAME] for d in decisions}
 
@@ -144,8 +157,22 @@ async def test_promote_rollback_and_shadow_take_effect_in_a_running_consumer(
         await wait_until(lambda: _has_event(registry, "refused"), timeout=30)
         after = await _decide(broker, c.ledger, seed=105)
         assert _versions(after) == {"v1"}
+        ticket = await _decide_ticket(broker, c.ledger)
         loop.stop()
         await task
+
+    # `arbiter explain` on logged decisions: rules, scores with their drivers, and for a
+    # ticket the words that moved its labels (computed with the version that scored it).
+    wide = {**env, "COLUMNS": "200"}
+    explained = arbiter("explain", after[0].record.event_id, env=wide, cwd=tmp_path)
+    assert explained.returncode == 0, explained.stderr
+    assert "rules fired" in explained.stdout
+    assert "occlusion" in explained.stdout
+    assert f"{NAME} v1:" in explained.stdout  # the model's reason sentence
+    words = arbiter("explain", ticket.record.event_id, env=wide, cwd=tmp_path, timeout=120)
+    assert words.returncode == 0, words.stderr
+    assert "word-occlusion" in words.stdout
+    assert "top-classes" in words.stdout
 
 
 async def _has_event(registry: ModelRegistry, action: str) -> bool:

@@ -4,6 +4,7 @@ refusal of tampered artifacts, crash-safe writes and adoption of versions on dis
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -111,6 +112,22 @@ async def test_the_database_allows_one_champion_per_name(
                 .where(model_versions.c.version == 2)
                 .values(status="champion")
             )
+
+
+async def test_only_one_of_two_racing_first_champions_is_registered(
+    registry: ModelRegistry,
+) -> None:
+    """Two processes register their own first model at once: one becomes champion, the
+    other is told (and registers nothing); it can then keep its version as a challenger."""
+    results = await asyncio.gather(
+        registry.register(meta(version=1), status="champion", only_if_no_champion=True),
+        registry.register(meta(version=2), status="champion", only_if_no_champion=True),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, VersionExists) for r in results) == 1, results
+    champion = await registry.champion("transaction.fraud")
+    assert champion is not None
+    assert [r.version for r in await registry.versions("transaction.fraud")] == [champion.version]
 
 
 async def test_promote_retires_the_previous_champion(registry: ModelRegistry) -> None:

@@ -165,8 +165,8 @@ def test_the_three_heads_share_one_encoder_pass_per_batch(
     fresh: tuple[list[Ticket], list[dict[str, Any]]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Through ctx.memo a batch is embedded once for all heads; each prediction carries
-    the score, its confidence and the top three classes."""
+    """A ticket is encoded at most once per batch whichever heads need it; each prediction
+    carries the score, its confidence, the top three classes and the path it took."""
     calls: list[int] = []
     original = text.ServedText.embed
 
@@ -175,9 +175,15 @@ def test_the_three_heads_share_one_encoder_pass_per_batch(
         return original(self, texts)
 
     monkeypatch.setattr(text.ServedText, "embed", counting)
-    ctx = BatchContext("ticket", fresh[0][:10])
+    ctx = BatchContext("ticket", fresh[0][:40])
     predictions = {name: model.predict(ctx) for name, model in served.items()}
-    assert calls == [10]
+    encoded = {
+        i
+        for preds in predictions.values()
+        for i, p in enumerate(preds)
+        if p.explanation["path"] == "encoder"
+    }
+    assert sum(calls) == len(encoded) <= 40
     first = predictions["ticket.category"][0]
     assert set(first.scores) == {"category", "category_confidence"}
     assert first.scores["category"] in served["ticket.category"].head.classes
@@ -188,6 +194,33 @@ def test_the_three_heads_share_one_encoder_pass_per_batch(
     assert top[0][0] == first.scores["category"]
     assert top[0][1] >= top[1][1] >= top[2][1]
     assert served["ticket.urgency"].predict(BatchContext("ticket", [])) == []
+
+
+def test_the_cascade_sends_only_unsure_tickets_to_the_encoder(
+    served: dict[str, text.ServedText],
+    fresh: tuple[list[Ticket], list[dict[str, Any]]],
+) -> None:
+    """A ticket the TF-IDF stage is sure of is answered without the encoder; an unsure one
+    (here: wording no template uses) is encoded and answered by the full head, exactly as
+    the full head alone would answer it."""
+    model = served["ticket.urgency"]
+    head = model.head
+    assert head.student_weight is not None
+    assert 0.5 <= head.threshold <= 1.0
+    odd = fresh[0][0].model_copy(
+        update={"subject": "hmm", "body": "zyx qwv blorp, plimf quantum marmalade"}
+    )
+    tickets = [*fresh[0][:30], odd]
+    predictions = model.predict(BatchContext("ticket", tickets))
+    paths = [p.explanation["path"] for p in predictions]
+    assert paths[-1] == "encoder"
+    assert paths.count("tf-idf") > len(tickets) // 2
+    texts = texts_of(tickets)
+    lexical = head.lexicon.transform(texts) if head.lexicon is not None else None
+    full = head.proba(model.embed(texts), lexical)
+    for i, p in enumerate(predictions):
+        if paths[i] == "encoder":
+            assert p.scores["urgency"] == head.classes[int(full[i].argmax())]
 
 
 def test_int8_embeddings_and_heads_agree_with_fp32(

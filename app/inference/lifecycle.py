@@ -116,11 +116,13 @@ async def ensure_champions(
     )
     for name, meta in written.items():
         try:
-            await registry.register(meta, status="champion", detail="first model")
+            await registry.register(
+                meta, status="champion", detail="first model", only_if_no_champion=True
+            )
         except VersionExists:
-            # Another process trained and registered at the same moment: theirs serves.
-            if await registry.champion(name) is None:
-                raise
+            # Another process trained and registered a first champion at the same moment:
+            # theirs serves; ours is kept as a challenger.
+            await registry.register(meta, detail="first model (another process won)")
             say(f"{name}: another process registered the first champion; using it")
 
 

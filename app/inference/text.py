@@ -14,15 +14,20 @@ quality baseline, and the fastest variant whose heads all stay within half an ac
 point of fp32's on the holdout serves; the heads are those fit on that variant's
 embeddings, since embeddings of different variants are not interchangeable.
 
-Scoring (``ServedText.predict``) embeds a batch once per variant through ``ctx.memo``,
-so the three heads, and any shadow on the same variant, share one encoder pass.
+Scoring (``ServedText.predict``) is a cascade: each head first asks its TF-IDF-only
+stage (a student distilled from the same labels); a ticket that stage is at least
+``threshold`` sure of is answered from it, and only the rest are encoded and answered by
+the full head. The threshold is the lowest that keeps every head within the gate of the
+full model on the holdout. A ticket is encoded at most once per batch and variant,
+whichever head asks first (a per-batch cache in ``ctx``), so the heads and any shadow on
+the same variant share the work.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +88,8 @@ HEAD_FILE = "head.safetensors"
 SPEED_BATCH = 32  # tickets per call when timing a variant (the service's typical batch)
 SPEED_TEXTS = 96  # holdout tickets timed per variant (three batches of 32)
 HYBRID_C = 10.0  # embedding + TF-IDF heads (see fit_head)
+STUDENT_C = 4.0  # the TF-IDF-only first stage of the cascade
+CASCADE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 EMBED_SCALE = 0.5  # weight of the embedding block beside the TF-IDF block
 HEAD_C = 1.0  # on standardised embeddings; 0.1-100 measured within ~2 points of each other
 MAX_OCCLUSION_WORDS = 200  # beyond this the encoder truncates anyway (256 tokens)
@@ -152,6 +159,17 @@ class Head:
     bias: Floats  # [C]
     lexicon: Lexicon | None = None
     lex_weight: Floats | None = None  # [C, V]
+    # The cascade's first stage: softmax(X @ student_weight.T + student_bias) on TF-IDF
+    # alone; a ticket it is at least ``threshold`` sure of never reaches the encoder.
+    student_weight: Floats | None = None  # [C, V]
+    student_bias: Floats | None = None  # [C]
+    threshold: float = 1.01  # above any probability: no cascade
+
+    def student_proba(self, lexical: Any) -> Floats | None:
+        if self.student_weight is None or self.student_bias is None:
+            return None
+        logits: Floats = np.asarray(lexical @ self.student_weight.T, dtype=np.float32)
+        return _softmax(logits + self.student_bias)
 
     def logits(self, embeddings: Floats, lexical: Any = None) -> Floats:
         out: Floats = embeddings @ self.weight.T + self.bias
@@ -162,11 +180,15 @@ class Head:
         return out
 
     def proba(self, embeddings: Floats, lexical: Any = None) -> Floats:
-        logits = self.logits(embeddings, lexical)
-        logits -= logits.max(axis=1, keepdims=True)  # exp never overflows
-        np.exp(logits, out=logits)
-        logits /= logits.sum(axis=1, keepdims=True)
-        return logits
+        return _softmax(self.logits(embeddings, lexical))
+
+
+def _softmax(logits: Floats) -> Floats:
+    """Row-wise softmax, in place."""
+    logits -= logits.max(axis=1, keepdims=True)  # exp never overflows
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
 
 
 def fit_head(
@@ -221,6 +243,56 @@ def fit_head(
     )
 
 
+def fit_student(lexical: Any, labels: Sequence[str]) -> tuple[Floats, Floats]:
+    """The cascade's first stage: logistic regression on the TF-IDF columns alone (the
+    distilled, encoder-free model), as (weight [C, V], bias [C]) in the classes' order."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=STUDENT_C, max_iter=2000)
+    model.fit(lexical, list(labels))
+    weight = np.asarray(model.coef_, dtype=np.float64)
+    bias = np.asarray(model.intercept_, dtype=np.float64)
+    if weight.shape[0] == 1:  # two classes: one row in scikit-learn (see fit_head)
+        weight = np.vstack([np.zeros_like(weight), weight])
+        bias = np.concatenate([np.zeros_like(bias), bias])
+    return (
+        np.ascontiguousarray(weight, dtype=np.float32),
+        np.ascontiguousarray(bias, dtype=np.float32),
+    )
+
+
+def choose_threshold(
+    student: Mapping[str, Floats],
+    full: Mapping[str, Floats],
+    truth: Mapping[str, Sequence[str]],
+    classes: Mapping[str, tuple[str, ...]],
+) -> tuple[float, dict[str, float], float]:
+    """The lowest student confidence that keeps every head's cascade accuracy within
+    ``GATE`` of the full model's on the holdout (lowest = fewest tickets encoded).
+
+    Each head answers from its student when that is at least ``threshold`` sure and from
+    the full model otherwise; a ticket is encoded once when any head needs it. Returns
+    (threshold, cascade accuracy per head, share of holdout tickets encoded); a
+    threshold above 1 disables the cascade.
+    """
+    names = sorted(full)
+    confidence = np.min(np.stack([student[n].max(axis=1) for n in names]), axis=0)
+    full_acc = {
+        n: float(np.mean(np.asarray(classes[n])[full[n].argmax(1)] == np.asarray(truth[n])))
+        for n in names
+    }
+    for threshold in CASCADE_THRESHOLDS:
+        encode = confidence < threshold
+        accuracy = {}
+        for n in names:
+            unsure = student[n].max(axis=1) < threshold
+            pick = np.where(unsure, full[n].argmax(1), student[n].argmax(1))
+            accuracy[n] = float(np.mean(np.asarray(classes[n])[pick] == np.asarray(truth[n])))
+        if all(accuracy[n] >= full_acc[n] - GATE for n in names):
+            return threshold, accuracy, float(encode.mean())
+    return 1.01, full_acc, 1.0
+
+
 # --- training --------------------------------------------------------------------------
 
 
@@ -251,6 +323,12 @@ class FittedText:
             save_file(tensors, str(folder / HEAD_FILE), metadata={"model": self.spec.name})
             return [HEAD_FILE]
         tensors |= {"lex_weight": self.head.lex_weight, "idf": self.head.lexicon.idf}
+        if self.head.student_weight is not None and self.head.student_bias is not None:
+            tensors |= {
+                "student_weight": self.head.student_weight,
+                "student_bias": self.head.student_bias,
+                "threshold": np.asarray([self.head.threshold], dtype=np.float32),
+            }
         save_file(
             tensors,
             str(folder / HEAD_FILE),
@@ -282,6 +360,7 @@ class _Trial:
     heads: dict[str, Head]
     accuracy: dict[str, float]
     macro_f1: dict[str, float]
+    holdout_proba: dict[str, Floats]
 
 
 def _texts(events: Sequence[EventBase]) -> list[str]:
@@ -311,16 +390,18 @@ def _trial(
     heads: dict[str, Head] = {}
     accuracy: dict[str, float] = {}
     macro_f1: dict[str, float] = {}
+    holdout_proba: dict[str, Floats] = {}
     for spec in SPECS:
         head = fit_head(x_train, data.y_train[spec.name], lexicon, lexical[0])
         logits = head.logits(x_holdout, lexical[1])
+        holdout_proba[spec.name] = head.proba(x_holdout, lexical[1])
         predicted = [head.classes[i] for i in logits.argmax(axis=1)]
         heads[spec.name] = head
         accuracy[spec.name] = float(accuracy_score(data.y_holdout[spec.name], predicted))
         macro_f1[spec.name] = float(
             f1_score(data.y_holdout[spec.name], predicted, average="macro", zero_division=0)
         )
-    return _Trial(encoder.variant, heads, accuracy, macro_f1)
+    return _Trial(encoder.variant, heads, accuracy, macro_f1, holdout_proba)
 
 
 def _split(events: Sequence[Ticket], labels: Sequence[Mapping[str, bool | str]]) -> _Split:
@@ -404,7 +485,7 @@ def fit_all(
     encoders, speed = _load_and_time(variants, data.holdout[:SPEED_TEXTS], say, cache_dir)
 
     lexicon = fit_lexicon(data.train) if with_lexicon else None
-    lexical = (
+    lexical: tuple[Any, Any] = (
         (lexicon.transform(data.train), lexicon.transform(data.holdout))
         if lexicon is not None
         else (None, None)
@@ -438,6 +519,32 @@ def fit_all(
         "pooling": "mean over tokens, L2-normalised",
         "lexical": f"tf-idf word 1-2 grams, {len(lexicon.terms)} terms" if lexicon else "none",
     }
+    cascade: dict[str, Any] = {}
+    if lexicon is not None:
+        say("cascade: TF-IDF-only first stage and the confidence that sends a ticket on")
+        train_lex, holdout_lex = lexical
+        students = {s.name: fit_student(train_lex, data.y_train[s.name]) for s in SPECS}
+        student_proba = {
+            n: _softmax(np.asarray(holdout_lex @ w.T, dtype=np.float32) + b)
+            for n, (w, b) in students.items()
+        }
+        threshold, cascade_acc, share = choose_threshold(
+            student_proba,
+            chosen.holdout_proba,
+            data.y_holdout,
+            {n: h.classes for n, h in chosen.heads.items()},
+        )
+        cascade = {"threshold": threshold, "accuracy": cascade_acc, "share": share}
+        for name, (w, b) in students.items():
+            head = chosen.heads[name]
+            chosen.heads[name] = replace(
+                head, student_weight=w, student_bias=b, threshold=threshold
+            )
+        params["cascade"] = (
+            f"TF-IDF first; encoder when any head is under {threshold:.2f} sure "
+            f"({share:.0%} of holdout tickets)"
+        )
+        say(f"cascade threshold {threshold:.2f}: {share:.0%} of tickets reach the encoder")
     fitted: dict[str, FittedText] = {}
     for spec in SPECS:
         metrics = {
@@ -451,6 +558,10 @@ def fit_all(
             metrics[f"{variant}_accuracy"] = trial.accuracy[spec.name]
         for variant, rate in speed.items():
             metrics[f"{variant}_tickets_per_s"] = round(rate, 1)
+        if cascade:
+            metrics["cascade_accuracy"] = cascade["accuracy"][spec.name]
+            metrics["cascade_encoded_share"] = cascade["share"]
+            metrics["cascade_threshold"] = cascade["threshold"]
         fitted[spec.name] = FittedText(
             spec, chosen.heads[spec.name], metrics, dict(params), data.window
         )
@@ -480,18 +591,32 @@ class ServedText:
         if not ctx.events:
             return []
         texts = ctx.memo("text.texts", lambda: _texts(ctx.events))
-        embeddings = ctx.memo(f"text.embeddings:{self.variant}", lambda: self.embed(texts))
         lexicon = self.head.lexicon
         lexical = (
             ctx.memo(f"text.tfidf:{lexicon.key}", lambda: lexicon.transform(texts))
             if lexicon is not None
             else None
         )
-        proba = self.head.proba(embeddings, lexical)
+        student = self.head.student_proba(lexical) if lexical is not None else None
+        if student is None:
+            unsure = np.ones(len(texts), dtype=bool)
+        else:
+            unsure = student.max(axis=1) < self.head.threshold
+        proba = student if student is not None else np.zeros((len(texts), 0), np.float32)
+        path = np.where(unsure, "encoder", "tf-idf")
+        if unsure.any():
+            rows = np.flatnonzero(unsure)
+            embeddings = self._embeddings(ctx, texts, rows)
+            full = self.head.proba(embeddings, lexical[rows] if lexical is not None else None)
+            if student is None:
+                proba = full
+            else:
+                proba = proba.copy()
+                proba[rows] = full
         ranked = np.argsort(-proba, axis=1)[:, :TOP_CONTRIBUTIONS]
         classes, score = self.head.classes, self.spec.score
         out = []
-        for row, order in zip(proba, ranked, strict=True):
+        for row, order, way in zip(proba, ranked, path, strict=True):
             best = int(order[0])
             out.append(
                 Prediction(
@@ -501,11 +626,24 @@ class ServedText:
                     },
                     explanation={
                         "method": "top-classes",
+                        "path": str(way),
                         "top": [[classes[int(i)], round(float(row[i]), 4)] for i in order],
                     },
                 )
             )
         return out
+
+    def _embeddings(
+        self, ctx: BatchContext, texts: Sequence[str], rows: npt.NDArray[np.intp]
+    ) -> Floats:
+        """Embeddings of ``rows`` of the batch, each ticket encoded at most once per batch
+        and variant whichever head asks first (a per-batch cache in ``ctx``)."""
+        cache: dict[int, Floats] = ctx.memo(f"text.embedded:{self.variant}", dict)
+        missing = [int(r) for r in rows if int(r) not in cache]
+        if missing:
+            for r, vector in zip(missing, self.embed([texts[r] for r in missing]), strict=True):
+                cache[r] = vector
+        return np.stack([cache[int(r)] for r in rows])
 
 
 def load(folder: Path, meta: ModelMeta) -> ServedText:
@@ -538,7 +676,7 @@ def load(folder: Path, meta: ModelMeta) -> ServedText:
     n_classes = len(meta.classes)
     weight, bias = tensors.get("weight"), tensors.get("bias")
     if (
-        set(tensors) - {"lex_weight", "idf"} != {"weight", "bias"}
+        set(tensors) - {"lex_weight", "idf", *_STUDENT_TENSORS} != {"weight", "bias"}
         or weight is None
         or bias is None
         or n_classes < 2
@@ -564,7 +702,34 @@ def load(folder: Path, meta: ModelMeta) -> ServedText:
             "(or reinstall the encoder version they were trained on)"
         )
     head = Head(tuple(meta.classes), weight, bias, lexicon, lex_weight)
-    return ServedText(meta, spec, head, encoder)
+    return ServedText(meta, spec, _with_student(head, tensors, path), encoder)
+
+
+_STUDENT_TENSORS = ("student_weight", "student_bias", "threshold")
+
+
+def _with_student(head: Head, tensors: Mapping[str, Floats], path: Path) -> Head:
+    """The cascade's first stage, if the file has one, checked against the head."""
+    found = [tensors.get(k) for k in _STUDENT_TENSORS]
+    if all(t is None for t in found):
+        return head
+    weight, bias, threshold = found
+    n_classes = len(head.classes)
+    if (
+        head.lex_weight is None
+        or weight is None
+        or bias is None
+        or threshold is None
+        or weight.shape != head.lex_weight.shape
+        or bias.shape != (n_classes,)
+        or threshold.shape != (1,)
+        or not (np.isfinite(weight).all() and np.isfinite(bias).all())
+    ):
+        raise ConfigError(
+            f"{path}: the cascade's TF-IDF stage (student_weight, student_bias, threshold) "
+            "does not fit the head; the file is damaged or from another version: retrain"
+        )
+    return replace(head, student_weight=weight, student_bias=bias, threshold=float(threshold[0]))
 
 
 def _load_lexicon(

@@ -99,9 +99,16 @@ class ModelRegistry:
         self._engine = engine
 
     async def register(
-        self, meta: ModelMeta, *, status: str = "challenger", detail: str = ""
+        self,
+        meta: ModelMeta,
+        *,
+        status: str = "challenger",
+        detail: str = "",
+        only_if_no_champion: bool = False,
     ) -> ModelRecord:
-        """Add a version. ``status="champion"`` also retires the current champion."""
+        """Add a version. ``status="champion"`` also retires the current champion — unless
+        ``only_if_no_champion``: then an existing champion makes it fail (``VersionExists``,
+        nothing registered), which is how concurrent first start-ups agree on one."""
         if status not in STATUSES:
             raise ConfigError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         now = datetime.now(UTC)
@@ -128,7 +135,13 @@ class ModelRegistry:
             async with self._engine.begin() as conn:
                 await conn.execute(sa.insert(model_versions).values(**row))
                 await self._event(conn, meta.name, meta.version, "registered", detail, now)
-                if status == "champion":
+                if status == "champion" and only_if_no_champion:
+                    # The partial unique index refuses this if another champion exists.
+                    await self._set(
+                        conn, meta.name, meta.version, status="champion", promoted_at=now
+                    )
+                    await self._event(conn, meta.name, meta.version, "promoted", detail, now)
+                elif status == "champion":
                     await self._make_champion(conn, meta.name, meta.version, now, "promoted")
                 elif status == "retired":
                     await self._set(conn, meta.name, meta.version, status="retired")
