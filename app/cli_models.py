@@ -121,8 +121,7 @@ def models_promote(
     name: Annotated[str, typer.Argument(help="e.g. transaction.fraud")],
     version: Annotated[int, typer.Argument(help="The version number to put in service.")],
 ) -> None:
-    """Make VERSION the champion (its files are verified first); running consumers swap to
-    it between batches within ARBITER_MODELS_POLL_S seconds."""
+    """Make VERSION the champion (files verified first); consumers swap within seconds."""
     cli = _cli()
     settings = cli._settings()
     from app.models_admin import promote
@@ -150,8 +149,7 @@ def models_shadow(
     version: Annotated[int, typer.Argument(help="A challenger version.")],
     off: Annotated[bool, typer.Option("--off", help="Take it out of shadow.")] = False,
 ) -> None:
-    """Score every batch with VERSION beside the champion, logging its scores; it never
-    changes a decision."""
+    """Score beside the champion with VERSION, logging its scores; it never decides."""
     cli = _cli()
     settings = cli._settings()
     from app.models_admin import shadow

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import ConfigError
-from app.inference import artifacts
 from app.inference.lifecycle import load_served
 from app.settings import Settings
 from app.store import migrate
@@ -130,7 +129,3 @@ def _explain_words(
     except ConfigError as exc:
         return {"method": "word-occlusion", "error": str(exc), "top": []}
     return text.explain_words(served, Ticket.model_validate(payload))  # type: ignore[arg-type]
-
-
-def artifact_folder(settings: Settings, record: ModelRecord) -> str:
-    return str(artifacts.version_folder(settings.resolved_models_dir, record.name, record.version))

@@ -9,7 +9,6 @@ batches and swap models when it changes, so promotion needs no restart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -337,10 +336,3 @@ class ModelRegistry:
                 name=name, version=version, action=action, detail=detail, at=at
             )
         )
-
-
-def summarise_versions(records: Sequence[ModelRecord]) -> dict[str, list[ModelRecord]]:
-    by_name: dict[str, list[ModelRecord]] = {}
-    for record in records:
-        by_name.setdefault(record.name, []).append(record)
-    return by_name
