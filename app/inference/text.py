@@ -15,7 +15,7 @@ point of fp32's on the holdout serves; the heads are those fit on that variant's
 embeddings, since embeddings of different variants are not interchangeable.
 
 Scoring (``ServedText.predict``) is a cascade: each head first asks its TF-IDF-only
-stage (a student distilled from the same labels); a ticket that stage is at least
+stage (logistic regression on TF-IDF, fit on the same labels); a ticket that stage is at least
 ``threshold`` sure of is answered from it, and only the rest are encoded and answered by
 the full head. The threshold is the lowest that keeps every head within the gate of the
 full model on the holdout. A ticket is encoded at most once per batch and variant,
@@ -245,7 +245,7 @@ def fit_head(
 
 def fit_student(lexical: Any, labels: Sequence[str]) -> tuple[Floats, Floats]:
     """The cascade's first stage: logistic regression on the TF-IDF columns alone (the
-    distilled, encoder-free model), as (weight [C, V], bias [C]) in the classes' order."""
+    encoder-free model), as (weight [C, V], bias [C]) in the classes' order."""
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(C=STUDENT_C, max_iter=2000)
