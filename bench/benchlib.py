@@ -24,3 +24,14 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head} (+ uncommitted changes)" if dirty else head
+
+
+RESULTS = REPO / "bench" / "RESULTS.md"
+
+
+def append_results(section: str) -> int:
+    """Append a dated section to bench/RESULTS.md and say so; returns the exit status."""
+    with RESULTS.open("a", encoding="utf-8") as out:
+        out.write(section)
+    print(f"\nappended to {RESULTS.relative_to(REPO)}")
+    return 0

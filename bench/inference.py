@@ -41,19 +41,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import git_commit
+from benchlib import append_results, git_commit
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from app.inference import features, tabular
-from app.inference.base import ModelMeta
+from app.inference import artifacts, features, tabular
 from app.inference.features import History, Row
 from app.simulator.generate import training_set
 from schemas import Transaction
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "RESULTS.md"
 BATCHES = (1, 8, 64, 512)
 EXPLAIN_BATCH = 500
 SERVED = ("hgb", "logreg")
@@ -97,17 +95,7 @@ def best(repeat: int, measure: Callable[[], float]) -> float:
 
 
 def served_model(fitted: tabular.FittedTabular) -> tabular.ServedTabular:
-    meta = ModelMeta(
-        name=fitted.spec.name,
-        version=1,
-        family=fitted.family,
-        kind=fitted.kind,
-        features=fitted.features,
-        metrics=fitted.metrics,
-        created_at="",
-        trained_on="bench",
-        params=fitted.params,
-    )
+    meta = artifacts.describe(fitted.spec.name, fitted, version=1, trained_on="bench")
     return tabular.ServedTabular(meta, fitted.pipeline)
 
 
@@ -310,10 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "terms / occlusion per input feature)\n\n"
         f"{text}\n"
     )
-    with RESULTS.open("a", encoding="utf-8") as out:
-        out.write(section)
-    print(f"\nappended to {RESULTS.relative_to(REPO)}")
-    return 0
+    return append_results(section)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchlib import git_commit
+from benchlib import RESULTS, append_results, git_commit
 
 from app.rules.engine import RulesEngine
 from app.rules.loader import check_rules, load_rulesets
@@ -60,7 +60,6 @@ from app.settings import Settings
 from app.simulator.generate import training_set
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "RESULTS.md"
 SHIPPED_RULES = REPO / "rules"
 BATCH = 1_000
 MODES = ("stop", "collect")
@@ -661,10 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "per-key state, read by rules as fields\n\n"
         f"{text}\n"
     )
-    with RESULTS.open("a", encoding="utf-8") as out:
-        out.write(section)
-    print(f"\nappended to {RESULTS.relative_to(REPO)}")
-    return 0
+    return append_results(section)
 
 
 if __name__ == "__main__":

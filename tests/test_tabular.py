@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from app.errors import ConfigError
-from app.inference import features, tabular, tabular_fast
+from app.inference import artifacts, features, tabular, tabular_fast
 from app.inference.base import TOP_CONTRIBUTIONS, BatchContext, ModelMeta
 from app.inference.features import History, Row, feature_rows
 from app.simulator.generate import training_set
@@ -96,17 +96,7 @@ def with_planted_attributes(events: list[EventBase], seed: int) -> list[EventBas
 
 
 def meta_of(fitted: tabular.FittedTabular) -> ModelMeta:
-    return ModelMeta(
-        name=fitted.spec.name,
-        version=1,
-        family=fitted.family,
-        kind=fitted.kind,
-        features=fitted.features,
-        metrics=fitted.metrics,
-        created_at="2026-01-01T00:00:00+00:00",
-        trained_on="test",
-        params=fitted.params,
-    )
+    return artifacts.describe(fitted.spec.name, fitted, version=1, trained_on="test")
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from app.errors import ConfigError
+from app.inference import artifacts, text
 from app.inference import encoder as enc
-from app.inference import text
 from app.inference.base import BatchContext, ModelMeta
 from app.simulator.generate import training_set
 from schemas import Ticket
@@ -36,18 +36,7 @@ def texts_of(events: Sequence[Any]) -> list[str]:
 
 
 def meta_for(fitted: text.FittedText, **changes: Any) -> ModelMeta:
-    meta = ModelMeta(
-        name=fitted.spec.name,
-        version=1,
-        family=fitted.family,
-        kind=fitted.kind,
-        features=fitted.features,
-        metrics=fitted.metrics,
-        created_at="2026-01-01T00:00:00+00:00",
-        trained_on="test",
-        classes=fitted.classes,
-        params=fitted.params,
-    )
+    meta = artifacts.describe(fitted.spec.name, fitted, version=1, trained_on="test")
     return replace(meta, **changes)
 
 

@@ -66,6 +66,33 @@ def next_version(models_dir: Path, name: str) -> int:
     return max(found, default=0) + 1
 
 
+def describe(
+    name: str,
+    fitted: Fitted,
+    *,
+    version: int,
+    trained_on: str,
+    window: tuple[str, str] = ("", ""),
+    files: dict[str, str] | None = None,
+) -> ModelMeta:
+    """The record of ``fitted`` as version ``version`` of ``name`` (created now)."""
+    return ModelMeta(
+        name=name,
+        version=version,
+        family=fitted.family,
+        kind=fitted.kind,
+        features=tuple(fitted.features),
+        metrics=dict(fitted.metrics),
+        created_at=now_iso(),
+        trained_on=trained_on,
+        window_start=window[0],
+        window_end=window[1],
+        classes=tuple(fitted.classes),
+        params=dict(fitted.params),
+        files=dict(files or {}),
+    )
+
+
 def write_version(
     models_dir: Path,
     name: str,
@@ -90,20 +117,8 @@ def write_version(
                 break
             except FileExistsError:
                 version += 1
-        meta = ModelMeta(
-            name=name,
-            version=version,
-            family=fitted.family,
-            kind=fitted.kind,
-            features=tuple(fitted.features),
-            metrics=dict(fitted.metrics),
-            created_at=now_iso(),
-            trained_on=trained_on,
-            window_start=window[0],
-            window_end=window[1],
-            classes=tuple(fitted.classes),
-            params=dict(fitted.params),
-            files=checksums,
+        meta = describe(
+            name, fitted, version=version, trained_on=trained_on, window=window, files=checksums
         )
         (staging / "meta.json").write_text(json.dumps(asdict(meta), indent=2, sort_keys=True))
         # Renaming onto the claimed (empty) folder is atomic: readers never see it half done.
