@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -22,7 +23,12 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from app.errors import ConfigError, TransientError
 from app.inference.catalog import SCORE_TYPES
-from app.inference.lifecycle import ModelWatcher, ensure_champions, load_in_service
+from app.inference.lifecycle import (
+    ModelWatcher,
+    ensure_champions,
+    load_in_service,
+    replay_history,
+)
 from app.inference.scoring import Scorer
 from app.metrics import RULES_RELOADS
 from app.pipeline.processor import BatchProcessor, BatchResult, summarise
@@ -151,6 +157,11 @@ async def start_components(
             await publish_all(producer, messages)
 
         ledger = Ledger(engine)
+        replayed = await replay_history(
+            ledger, scorer, lookback=timedelta(hours=settings.history_replay_h)
+        )
+        if replayed:
+            say(f"customer feature history replayed from {replayed:,} decided events")
         processor = BatchProcessor(
             ledger=ledger,
             scorer=scorer,

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         description="How often a running consumer checks the registry for promotions, "
         "rollbacks and shadows; 0 = never.",
     )
+    history_replay_h: float = Field(
+        default=24.0,
+        ge=0,
+        description="At start-up, replay this many hours of decided events (before the "
+        "newest) into the customer feature history; 0 = start with none.",
+    )
     text_threads: int = Field(
         default=1,
         ge=1,

@@ -17,6 +17,7 @@ from app.inference.catalog import MODELS, SCORE_TYPES
 from app.inference.lifecycle import scorer_from_folder
 from app.inference.scoring import Scorer
 from app.simulator.generate import training_set
+from app.store.ledger import Ledger
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +161,61 @@ def test_customer_history_carries_over_when_models_are_swapped(scorer: Scorer) -
     state: Any = swapped._state
     assert state is first._state
     assert state.get("transaction")
+
+
+def test_remembered_history_gives_the_scores_uninterrupted_serving_would(
+    scorer: Scorer,
+) -> None:
+    """Events replayed into a fresh scorer's history (a restart) make the next event score
+    exactly as if the scorer had served them itself."""
+    events, _ = training_set("transaction", 400, seed=48)
+    served = fresh(scorer)
+    served.score("transaction", events[:-20])
+    restarted = fresh(scorer)
+    restarted.remember("transaction", events[:-20])
+    assert restarted.score("transaction", events[-20:]) == served.score("transaction", events[-20:])
+    forgetful = fresh(scorer).score("transaction", events[-20:])
+    assert forgetful != restarted.score("transaction", events[-20:])
+
+
+async def test_replay_history_feeds_the_ledgers_recent_decided_events(
+    scorer: Scorer, ledger: Ledger
+) -> None:
+    """At start-up the decided events within the lookback (tabular types only) are
+    replayed from the ledger into the feature history; 0 hours replays nothing."""
+    from datetime import timedelta
+
+    from app.inference.lifecycle import replay_history
+    from app.store.ledger import DecisionRecord
+
+    events = [
+        e for t in ("transaction", "order", "ticket") for e in training_set(t, 30, seed=49)[0]
+    ]
+    records = [
+        DecisionRecord(
+            event_id=e.event_id,
+            event_type=e.event_type,
+            partition_key=e.partition_key,
+            decision="approve",
+            actions=[],
+            scores={},
+            model_versions={},
+            rules_fired=[],
+            reasons=[],
+            payload=e.model_dump(mode="json"),
+            latency_ms=1.0,
+            occurred_at=e.occurred_at,
+            decided_at=e.occurred_at,
+            source_topic=f"events.{e.event_type}",
+            source_partition=0,
+            source_offset=i,
+        )
+        for i, e in enumerate(events)
+    ]
+    await ledger.record(records, [])
+    restarted = fresh(scorer)
+    assert await replay_history(ledger, restarted, lookback=timedelta(0)) == 0
+    fed = await replay_history(ledger, restarted, lookback=timedelta(days=3650))
+    assert fed == 60  # transactions and orders; tickets keep no history
+    txs = [e for e in events if e.event_type == "transaction"]
+    assert restarted._state["transaction"]["history"].mean(txs[0].account_id) is not None

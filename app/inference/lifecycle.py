@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import structlog
@@ -27,7 +28,9 @@ from app.inference import artifacts
 from app.inference.base import ModelMeta, Served
 from app.inference.catalog import MODELS
 from app.inference.scoring import Scorer, warm_up
+from app.store.ledger import Ledger
 from app.store.registry import InService, ModelRecord, ModelRegistry, VersionExists
+from schemas import EVENT_MODELS, EventBase
 
 log = structlog.get_logger("arbiter.models")
 
@@ -267,6 +270,29 @@ class ModelWatcher:
             return None
         self._loaded[key] = served
         return served
+
+
+async def replay_history(ledger: Ledger, scorer: Scorer, *, lookback: timedelta) -> int:
+    """Feed the decided events of the last ``lookback`` (before the newest) to the scorer's
+    feature history, oldest first, so features that look at a customer's earlier events
+    mean after a restart what they meant before it. Returns how many were replayed."""
+    newest = await ledger.latest_occurred_at()
+    if newest is None or lookback <= timedelta(0):
+        return 0
+    loop = asyncio.get_running_loop()
+    fed = 0
+    async for page in ledger.decided_events(newest - lookback):
+        by_type: dict[str, list[EventBase]] = {}
+        for stored in page:
+            if scorer.keeps_history(stored.event_type):
+                model = EVENT_MODELS[stored.event_type]
+                by_type.setdefault(stored.event_type, []).append(
+                    model.model_validate(stored.payload)
+                )
+        for event_type, events in by_type.items():
+            await loop.run_in_executor(None, scorer.remember, event_type, events)
+            fed += len(events)
+    return fed
 
 
 def scorer_from_folder(models_dir: Path, *, on_progress: Progress | None = None) -> Scorer:

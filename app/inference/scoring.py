@@ -79,6 +79,19 @@ class Scorer:
             for served in shadows:
                 warm_up(served)
 
+    def keeps_history(self, event_type: str) -> bool:
+        """Whether a model of this type reads the customer's earlier events (tabular)."""
+        return any(
+            self.champions[n].meta.family == "tabular" for n in self._by_type.get(event_type, [])
+        )
+
+    def remember(self, event_type: str, events: Sequence[EventBase]) -> None:
+        """Add already-decided events to the type's feature history (a restart's replay)."""
+        from app.inference.tabular import remember
+
+        if self.keeps_history(event_type):
+            remember(self._state.setdefault(event_type, {}), event_type, events)
+
     def uses_text(self, event_type: str) -> bool:
         """Whether a text model scores this type (it then scores on its own thread)."""
         return any(

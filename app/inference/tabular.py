@@ -450,10 +450,7 @@ class ServedTabular:
 
     def predict(self, ctx: BatchContext) -> list[Prediction]:
         rows: list[Row] = ctx.memo(
-            "tabular.rows",
-            lambda: features.feature_rows(
-                ctx.event_type, ctx.events, ctx.state.setdefault("history", History())
-            ),
+            "tabular.rows", lambda: remember(ctx.state, ctx.event_type, ctx.events)
         )
         return self.predict_rows(rows)
 
@@ -516,6 +513,13 @@ class ServedTabular:
             }
             out.append(Prediction({self.score_key: round(p, 6)}, explanation))
         return out
+
+
+def remember(state: dict[str, Any], event_type: str, events: Sequence[EventBase]) -> list[Row]:
+    """Feature rows of ``events``, adding them to the per-type history kept in ``state``
+    (the scorer's, outliving batches): what scoring does, and what a restart replays from
+    the ledger so that "amount vs recent average" does not start from nothing."""
+    return features.feature_rows(event_type, events, state.setdefault("history", History()))
 
 
 def load(folder: Path, meta: ModelMeta) -> ServedTabular:
