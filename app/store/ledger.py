@@ -288,7 +288,7 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _insert(table: sa.Table, dialect_name: str) -> Any:
+def insert_or_skip(table: sa.Table, dialect_name: str) -> Any:
     """An INSERT that skips rows whose unique key already exists."""
     if dialect_name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
@@ -398,11 +398,11 @@ class Ledger:
             if d_rows:
                 # executemany + RETURNING is sent as multi-row INSERT ... VALUES pages
                 # ("insertmanyvalues"); RETURNING yields only the rows really inserted.
-                stmt = _insert(dec_table, dialect).returning(dec_table.c.event_id)
+                stmt = insert_or_skip(dec_table, dialect).returning(dec_table.c.event_id)
                 result = await conn.execute(stmt, d_rows)
                 inserted.update(result.scalars().all())
             if dl_rows:
-                stmt = _insert(dl_table, dialect).returning(dl_table.c.id)
+                stmt = insert_or_skip(dl_table, dialect).returning(dl_table.c.id)
                 result = await conn.execute(stmt, dl_rows)
                 dead_inserted = len(result.scalars().all())
         requested = frozenset(row["event_id"] for row in d_rows)

@@ -166,3 +166,20 @@ model_events = sa.Table(
     sa.Column("detail", sa.Text(), nullable=False, server_default=""),
     sa.Column("at", UTCDateTime(), nullable=False),
 )
+
+# Outcomes (migration 0004): ground truth that arrives after a decision, joined to it by
+# event_id. Kept whether or not the decision is known yet (an outcome may overtake its
+# event); ``digest`` makes a redelivered outcome a no-op.
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("event_id", sa.String(64), nullable=False, index=True),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("partition_key", sa.String(128), nullable=False),
+    sa.Column("labels", sa.JSON(), nullable=False),
+    sa.Column("observed_at", UTCDateTime(), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("source", sa.String(128), nullable=True),
+)
