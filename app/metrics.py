@@ -13,3 +13,11 @@ RULES_RELOADS = Counter(
     "Rule-file changes seen by a running consumer, by result (applied or refused).",
     ["result"],
 )
+
+OUTCOMES = Counter(
+    "arbiter_outcomes_total",
+    "Outcomes received, by event type and result: stored (its decision is known), "
+    "before_decision (kept; joins when the decision is stored — or never, for an event "
+    "Arbiter did not see) and duplicate (the same report again, not written).",
+    ["type", "result"],
+)

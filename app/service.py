@@ -41,6 +41,7 @@ from app.settings import Settings
 from app.store import migrate
 from app.store.db import check_connection, create_engine
 from app.store.ledger import Ledger
+from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import (
@@ -100,6 +101,7 @@ class Components:
     rules: RulesEngine
     publish: Callable[[Sequence[OutMessage]], Awaitable[None]]
     registry: ModelRegistry
+    outcomes: OutcomeStore
 
 
 @contextlib.asynccontextmanager
@@ -157,6 +159,7 @@ async def start_components(
             await publish_all(producer, messages)
 
         ledger = Ledger(engine)
+        outcome_store = OutcomeStore(engine)
         replayed = await replay_history(
             ledger, scorer, lookback=timedelta(hours=settings.history_replay_h)
         )
@@ -170,10 +173,20 @@ async def start_components(
             topic_for=settings.topic,  # type: ignore[arg-type]
             max_event_bytes=settings.max_event_bytes,
             text_threads=settings.text_threads,
+            outcomes=outcome_store,
         )
         stack.callback(processor.close)
         yield Components(
-            settings, bootstrap, ledger, processor, producer, scorer, rules, publish, registry
+            settings,
+            bootstrap,
+            ledger,
+            processor,
+            producer,
+            scorer,
+            rules,
+            publish,
+            registry,
+            outcome_store,
         )
 
 
@@ -214,7 +227,7 @@ class ConsumeLoop:
 
     def _consumer(self) -> AIOKafkaConsumer:
         s = self._settings
-        topics = [s.topic("events", t) for t in s.event_types]
+        topics = [s.topic(k, t) for t in s.event_types for k in ("events", "outcomes")]
         return make_consumer(
             self._c.bootstrap,
             topics,
@@ -226,7 +239,9 @@ class ConsumeLoop:
 
     async def run(self) -> None:
         s = self._settings
-        type_of = {s.topic("events", t): t for t in s.event_types}
+        type_of = {
+            s.topic(kind, t): (kind, t) for t in s.event_types for kind in ("events", "outcomes")
+        }
         consumer = self._consumer()
         await consumer.start()
         self.ready.set()
@@ -242,7 +257,8 @@ class ConsumeLoop:
                     continue
                 records = [
                     InRecord(
-                        event_type=type_of[tp.topic],
+                        event_type=type_of[tp.topic][1],
+                        kind=type_of[tp.topic][0],
                         topic=tp.topic,
                         partition=tp.partition,
                         offset=m.offset,

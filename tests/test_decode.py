@@ -146,3 +146,42 @@ def test_long_inputs_are_shortened_in_the_description() -> None:
     shown = first[first.index("(got ") + 5 : -1]
     assert len(shown) <= 40
     assert shown.endswith("...")
+
+
+# --- outcomes -----------------------------------------------------------------------
+
+OUTCOME = {
+    "event_id": "txn-1",
+    "event_type": "transaction",
+    "partition_key": "acct-1",
+    "occurred_at": "2026-03-02T10:00:00Z",
+    "labels": {"fraud": True},
+}
+
+
+def test_a_valid_outcome_decodes_with_its_labels() -> None:
+    from app.pipeline.decode import decode_outcome
+
+    outcome = decode_outcome("transaction", json.dumps(OUTCOME).encode(), max_bytes=65536)
+    assert (outcome.event_id, outcome.labels) == ("txn-1", {"fraud": True})
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "fragment"),
+    [
+        ({**OUTCOME, "event_type": "order"}, "wrong_type", "send it to outcomes.order"),
+        ({**OUTCOME, "labels": {}}, "validation", "labels"),
+        ({k: v for k, v in OUTCOME.items() if k != "event_id"}, "validation", "event_id"),
+        ({**OUTCOME, "labels": {"note": "x" * 70_000}}, "oversize", "send only the labels"),
+    ],
+)
+def test_a_bad_outcome_is_refused_with_a_reason_and_the_fix(
+    body: dict[str, object], reason: str, fragment: str
+) -> None:
+    from app.errors import InvalidEvent
+    from app.pipeline.decode import decode_outcome
+
+    with pytest.raises(InvalidEvent) as caught:
+        decode_outcome("transaction", json.dumps(body).encode(), max_bytes=65536)
+    assert caught.value.reason == reason
+    assert fragment in caught.value.detail

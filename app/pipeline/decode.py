@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from app.errors import InvalidEvent
-from schemas import EVENT_MODELS, EventBase
+from schemas import EVENT_MODELS, EventBase, Outcome
 
 MAX_LISTED_ERRORS = 5
 MAX_INPUT_REPR = 40
@@ -44,6 +44,31 @@ def decode_event(event_type: str, raw: bytes, *, max_bytes: int) -> EventBase:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise _classify(exc, raw) from None
+
+
+def decode_outcome(event_type: str, raw: bytes, *, max_bytes: int) -> Outcome:
+    """Parse and validate ``raw`` from ``outcomes.<event_type>`` as an ``Outcome``.
+
+    Raises ``InvalidEvent`` like ``decode_event``, and ``wrong_type`` when the outcome
+    is about another event type than its topic's.
+    """
+    if len(raw) > max_bytes:
+        raise InvalidEvent(
+            "oversize",
+            f"outcome is {len(raw):,} bytes; the limit is {max_bytes:,} "
+            "(ARBITER_MAX_EVENT_BYTES): send only the labels",
+        )
+    try:
+        outcome = Outcome.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _classify(exc, raw) from None
+    if outcome.event_type != event_type:
+        raise InvalidEvent(
+            "wrong_type",
+            f"an outcome about a {outcome.event_type} event arrived on the {event_type} "
+            f"outcomes topic: send it to outcomes.{outcome.event_type}",
+        )
+    return outcome
 
 
 def _classify(exc: ValidationError, raw: bytes) -> InvalidEvent:

@@ -25,6 +25,7 @@ import structlog
 
 from app.errors import InvalidEvent
 from app.inference.scoring import ScoredBatch, Scorer
+from app.metrics import OUTCOMES
 from app.pipeline.correlation import Correlator, window_specs
 from app.pipeline.stages import (
     InRecord,
@@ -34,6 +35,7 @@ from app.pipeline.stages import (
     assemble_decisions,
     dead_letter_headers,
     decode_batch,
+    decode_outcomes,
     first_of_each_event,
     guess_event_id,
     rule_facts,
@@ -42,8 +44,9 @@ from app.pipeline.stages import (
 from app.rules.engine import RulesEngine
 from app.rules.spec import RuleSet
 from app.store.ledger import DeadLetterRecord, DecisionRecord, Ledger
+from app.store.outcomes import OutcomeStore
 from connectors.kafka import OutMessage
-from schemas import Decision
+from schemas import Decision, Outcome
 
 log = structlog.get_logger("arbiter.processor")
 
@@ -60,6 +63,7 @@ class BatchResult:
     dead_lettered: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, reason)
     redelivered: int = 0
     republished: int = 0
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, result)
     latencies_ms: list[float] = field(default_factory=list)
     # produce-time → decision-stored, per new decision (end-to-end through Kafka)
     e2e_ms: list[float] = field(default_factory=list)
@@ -68,6 +72,7 @@ class BatchResult:
         """Add ``other``'s counts to this one (``records`` is set by the caller)."""
         self.decided.update(other.decided)
         self.dead_lettered.update(other.dead_lettered)
+        self.outcomes.update(other.outcomes)
         self.redelivered += other.redelivered
         self.republished += other.republished
         self.latencies_ms.extend(other.latencies_ms)
@@ -180,8 +185,10 @@ class BatchProcessor:
         topic_for: Callable[[str, str], str],
         max_event_bytes: int,
         text_threads: int = 1,
+        outcomes: OutcomeStore | None = None,
     ) -> None:
         self._ledger = ledger
+        self._outcomes = outcomes
         self.scorer = scorer
         self._rules = rules
         self._publish = publish
@@ -318,10 +325,38 @@ class BatchProcessor:
             self._windows.dirty = self._windows.active
             raise
 
+    async def _store_outcomes(
+        self, records: Sequence[InRecord], result: BatchResult, at: datetime
+    ) -> list[Rejected]:
+        """Decode and keep the batch's outcomes; returns the ones to dead-letter."""
+        outcomes, rejected = decode_outcomes(records, max_bytes=self._max_event_bytes)
+        if outcomes:
+            if self._outcomes is None:
+                raise RuntimeError("outcomes arrived but this processor has no outcome store")
+            by_type: dict[str, list[Outcome]] = {}
+            for outcome in outcomes:
+                by_type.setdefault(outcome.event_type, []).append(outcome)
+            for event_type, batch in sorted(by_type.items()):
+                counts = await self._outcomes.record(batch, at)
+                for name, value in (
+                    ("stored", counts.stored),
+                    ("before_decision", counts.before_decision),
+                    ("duplicate", counts.duplicates),
+                ):
+                    if value:
+                        result.outcomes[(event_type, name)] += value
+                        OUTCOMES.labels(type=event_type, result=name).inc(value)
+        return rejected
+
     async def _process(self, records: Sequence[InRecord]) -> BatchResult:
         received_at = utcnow()
         result = BatchResult(records=len(records))
+        outcome_records = [r for r in records if r.kind == "outcomes"]
+        if outcome_records:
+            records = [r for r in records if r.kind != "outcomes"]
         valid, rejected = decode_batch(records, max_bytes=self._max_event_bytes)
+        if outcome_records:
+            rejected += await self._store_outcomes(outcome_records, result, received_at)
         first, repeats = first_of_each_event(valid)
         result.redelivered += len(repeats)
 
@@ -388,5 +423,6 @@ def summarise(result: BatchResult) -> dict[str, Any]:
         "dead_lettered": sum(result.dead_lettered.values()),
         "redelivered": result.redelivered,
         "republished": result.republished,
+        "outcomes": sum(result.outcomes.values()),
         "max_latency_ms": round(max(result.latencies_ms, default=0.0), 2),
     }

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from app.errors import InvalidEvent
-from app.pipeline.decode import decode_event
-from schemas import Decision, EventBase
+from app.pipeline.decode import decode_event, decode_outcome
+from schemas import Decision, EventBase, Outcome
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class InRecord:
     key: bytes | None
     value: bytes
     timestamp_ms: int
+    kind: str = "events"  # or "outcomes": which of the type's input topics it came from
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,20 @@ def decode_batch(
             rejected.append(Rejected(record, InvalidEvent("decode_error", detail)))
             continue
         valid.append(Valid(record, event, event.model_dump(mode="json")))
+    return valid, rejected
+
+
+def decode_outcomes(
+    records: Sequence[InRecord], *, max_bytes: int
+) -> tuple[list[Outcome], list[Rejected]]:
+    """Split records from ``outcomes.<type>`` into outcomes and rejects, order kept."""
+    valid: list[Outcome] = []
+    rejected: list[Rejected] = []
+    for record in records:
+        try:
+            valid.append(decode_outcome(record.event_type, record.value, max_bytes=max_bytes))
+        except InvalidEvent as exc:
+            rejected.append(Rejected(record, exc))
     return valid, rejected
 
 
