@@ -146,6 +146,19 @@ async def wait_until(predicate: Any, timeout: float = 60.0, interval: float = 0.
     raise AssertionError("condition not met in time")
 
 
+async def wait_decided(ledger: Any, ids: Sequence[str], timeout: float = 60.0) -> list[Any]:
+    """Wait until the ledger holds a decision for every id; their ``StoredDecision``s,
+    in the order of ``ids``."""
+    found: dict[str, Any] = {}
+
+    async def all_decided() -> bool:
+        found.update(await ledger.find_decisions(list(ids)))
+        return len(found) == len(set(ids))
+
+    await wait_until(all_decided, timeout=timeout)
+    return [found[i] for i in ids]
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs; a zombie waiting to be reaped counts as gone."""
     try:

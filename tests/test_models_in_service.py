@@ -22,7 +22,7 @@ from app.simulator.generate import generate, training_set
 from app.store.ledger import Ledger, StoredDecision
 from app.store.registry import ModelRegistry
 from connectors.broker import EmbeddedBroker
-from tests.harness import arbiter, produce, wait_until
+from tests.harness import arbiter, produce, wait_decided, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqlite, pytest.mark.timeout(300)]
 
@@ -48,28 +48,14 @@ async def _decide(
         e for e in generate(n * 4, seed=seed, malformed_rate=0.0) if e.event_type == "transaction"
     ][:n]
     await produce(broker.bootstrap, events)
-    ids = [e.event_id for e in events]
-    found: dict[str, StoredDecision] = {}
-
-    async def all_decided() -> bool:
-        found.update(await ledger.find_decisions(ids))
-        return len(found) == len(ids)
-
-    await wait_until(all_decided, timeout=60)
-    return [found[i] for i in ids]
+    return await wait_decided(ledger, [e.event_id for e in events if e.event_id])
 
 
 async def _decide_ticket(broker: EmbeddedBroker, ledger: Ledger) -> StoredDecision:
     event = next(e for e in generate(50, seed=106, malformed_rate=0.0) if e.event_type == "ticket")
     await produce(broker.bootstrap, [event])
-    found: dict[str, StoredDecision] = {}
-
-    async def decided() -> bool:
-        found.update(await ledger.find_decisions([event.event_id]))
-        return bool(found)
-
-    await wait_until(decided, timeout=60)
-    return found[event.event_id]
+    (decided,) = await wait_decided(ledger, [event.event_id or ""])
+    return decided
 
 
 def _versions(decisions: Sequence[StoredDecision]) -> set[str]:

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from app.pipeline.processor import BatchResult
-from app.service import Components, ConsumeLoop, start_components
+from app.service import ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.emit import emit
 from app.simulator.generate import SimEvent, generate
 from connectors.broker import EmbeddedBroker
-from tests.harness import header, produce, read_topics, wait_until
+from tests.harness import header, produce, read_topics, wait_decided, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqlite, pytest.mark.timeout(240)]
 
@@ -65,8 +65,7 @@ async def test_outcomes_are_kept_joined_counted_and_bad_ones_dead_lettered(
         await asyncio.wait_for(loop.ready.wait(), 30)
         store = c.outcomes
         await produce(broker.bootstrap, decided_first)
-        ids = [e.event_id for e in decided_first]
-        await wait_until(lambda: _count(c, ids), timeout=60)
+        await wait_decided(c.ledger, [e.event_id or "" for e in decided_first])
 
         unknown = _outcome(
             SimEvent("transaction", b"acct-0", b"", "txn-never-seen", None, {}), True
@@ -90,7 +89,7 @@ async def test_outcomes_are_kept_joined_counted_and_bad_ones_dead_lettered(
         assert await store.pending() == 2
 
         await produce(broker.bootstrap, [late])
-        await wait_until(lambda: _count(c, [late.event_id]), timeout=60)
+        await wait_decided(c.ledger, [late.event_id or ""])
         labelled = {x.event_id: x.labels for x in await store.labelled("transaction")}
         assert labelled[late.event_id] == {"fraud": True}
         assert len(labelled) == 11
@@ -101,8 +100,3 @@ async def test_outcomes_are_kept_joined_counted_and_bad_ones_dead_lettered(
     dead = await read_topics(broker.bootstrap, ["dlq.transaction"], until=2)
     reasons = sorted(header(r, "arbiter.reason") or "" for r in dead["dlq.transaction"])
     assert reasons == ["malformed_json", "wrong_type"]
-
-
-async def _count(c: Components, ids: list[str | None]) -> bool:
-    wanted = [i for i in ids if i]
-    return len(await c.ledger.find_decisions(wanted)) == len(wanted)

@@ -25,6 +25,7 @@ the same variant share the work.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -112,9 +113,10 @@ class Lexicon:
     idf: Floats  # [V]
     _vectorizer: Any = field(default=None, repr=False)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """Identifies the vocabulary, so heads that share one share the TF-IDF pass."""
+        """Identifies the vocabulary, so heads that share one share the TF-IDF pass
+        (hashed once: it is read on every batch)."""
         import hashlib
 
         digest = hashlib.sha256("\n".join(self.terms).encode())
