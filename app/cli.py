@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from app.cli_models import explain, models_app
+from app.cli_trainer import train, trainer
 from app.errors import ConfigError
 from app.logs import configure_logging
 from app.settings import Settings
@@ -34,6 +35,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(models_app, name="models")
 app.command("explain")(explain)
+app.command("train")(train)
+app.command("trainer")(trainer)
 
 console = Console()
 err = Console(stderr=True)
@@ -117,9 +120,20 @@ def broker(
 def simulate(
     bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap host:port.")],
     events: Annotated[int, typer.Option(help="How many events to send.")] = 1000,
-    rate: Annotated[float, typer.Option(help="Events per second; 0 = as fast as possible.")] = 0,
+    rate: Annotated[
+        float, typer.Option(help="Messages per second, outcomes included; 0 = as fast as possible.")
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Same seed, same events.")] = 7,
     malformed_rate: Annotated[float, typer.Option(help="Share of deliberately bad events.")] = 0.02,
+    outcomes: Annotated[
+        bool, typer.Option(help="Also send each valid event's outcome to outcomes.<type>, later.")
+    ] = True,
+    label_noise: Annotated[
+        float, typer.Option(help="Share of outcomes with a wrong label.")
+    ] = 0.02,
+    drift_at: Annotated[
+        int | None, typer.Option(help="From this event on, transaction fraud looks different.")
+    ] = None,
     topic_prefix: Annotated[str, typer.Option(help="Prefix of the topic names.")] = "",
 ) -> None:
     """Send a realistic, seeded mix of orders, tickets and transactions to any Kafka."""
@@ -127,15 +141,34 @@ def simulate(
     from app.simulator.generate import generate
 
     settings = _settings(topic_prefix=topic_prefix)
+    try:
+        stream = generate(
+            events,
+            seed=seed,
+            malformed_rate=malformed_rate,
+            outcomes=outcomes,
+            label_noise=label_noise,
+            drift_at=drift_at,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    events_sent = 0  # emit's on_sent counts events, its return value every message
+
+    def on_sent(n: int) -> None:
+        nonlocal events_sent
+        events_sent += n
+
     sent = _run(
         lambda: emit(
             bootstrap,
-            generate(events, seed=seed, malformed_rate=malformed_rate),
+            stream,
             topic_for=lambda t: settings.topic("events", t),
+            outcome_topic_for=lambda t: settings.topic("outcomes", t),
             rate=rate,
+            on_sent=on_sent,
         )
     )
-    console.print(f"sent {sent:,} events to {bootstrap}")
+    console.print(f"sent {events_sent:,} events and {sent - events_sent:,} outcomes to {bootstrap}")
 
 
 @rules_app.command("check")

@@ -102,6 +102,8 @@ def models_show(name: Annotated[str, typer.Argument(help="e.g. transaction.fraud
             console.print(f"  classes: {escape(', '.join(r.meta.classes))}")
         for file, digest in sorted(r.meta.files.items()):
             console.print(f"  file {escape(r.artifact_path)}/{escape(file)}  sha256 {digest[:16]}…")
+    _print_runs(detail.runs)
+    _print_drift(detail.drift)
     if detail.events:
         history = Table(title="history (newest first)", title_justify="left")
         for column in ("at", "version", "action", "detail"):
@@ -197,3 +199,53 @@ def explain(event_id: Annotated[str, typer.Argument(help="The event's event_id."
         console.print(f"{name}: words that moved the label ({words.get('method')}): {top}")
     if d.shadow_scores:
         console.print(f"[cyan]shadow[/]: {escape(json.dumps(d.shadow_scores, sort_keys=True))}")
+
+
+def _print_runs(runs: list[Any]) -> None:
+    if not runs:
+        console.print("\ntraining runs: none yet (the trainer runs when outcomes arrive)")
+        return
+    table = Table(title="training runs (newest first)", title_justify="left")
+    for column in ("run", "started", "trigger", "result", "versions", "reason", "report"):
+        table.add_column(column)
+    for run in runs:
+        versions = (
+            f"v{run.champion_version or '—'} → v{run.challenger_version}"
+            if run.challenger_version
+            else ""
+        )
+        table.add_row(
+            str(run.id),
+            run.started_at.isoformat(timespec="seconds"),
+            run.trigger,
+            run.status,
+            versions,
+            escape(run.reason[:140]),
+            escape(run.report),
+        )
+    console.print(table)
+
+
+def _print_drift(status: Any) -> None:
+    head = f"\n[bold]drift[/] of the champion ({status.decisions:,} recent decisions, "
+    head += f"{status.labelled:,} with outcomes)"
+    console.print(head)
+    if status.note:
+        console.print(f"  {escape(status.note)}")
+    for feature, value in sorted(status.psi.items(), key=lambda kv: -kv[1]):
+        level = "[red]alert[/]" if value >= 0.25 else "[yellow]notice[/]" if value >= 0.1 else "ok"
+        console.print(f"  PSI {escape(feature)}: {value:.3f} {level}")
+    report = status.report
+    if report is not None and report.label_rate is not None:
+        reference = report.reference_label_rate
+        console.print(
+            f"  label rate: {report.label_rate:.3%} recent"
+            + (f" vs {reference:.3%} in training" if reference is not None else "")
+        )
+    if status.recent_auc is not None:
+        console.print(
+            f"  ROC-AUC on recent outcomes: {status.recent_auc:.3f}"
+            + (f" (holdout {status.holdout_auc:.3f})" if status.holdout_auc is not None else "")
+        )
+    for reason in status.reasons:
+        console.print(f"  [red]drifting[/]: {escape(reason)}")

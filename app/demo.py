@@ -112,8 +112,9 @@ async def run_demo(
             producer_task = asyncio.create_task(
                 emit(
                     c.bootstrap,
-                    generate(events, seed=seed, malformed_rate=0.02),
+                    generate(events, seed=seed, malformed_rate=0.02, outcomes=True),
                     topic_for=lambda t: settings.topic("events", t),
+                    outcome_topic_for=lambda t: settings.topic("outcomes", t),
                     rate=rate,
                     on_sent=sent,
                     stop=interrupted,

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from app.errors import ConfigError
 from app.inference.lifecycle import load_served
 from app.settings import Settings
@@ -20,18 +22,27 @@ from app.store import migrate
 from app.store.db import check_connection, create_engine
 from app.store.ledger import DecisionRecord, Ledger
 from app.store.registry import ModelEvent, ModelRecord, ModelRegistry
+from app.store.training import TrainingRun, TrainingStore
+from app.trainer.monitor import DriftStatus
 
 
 @contextlib.asynccontextmanager
-async def _store(settings: Settings) -> AsyncIterator[tuple[ModelRegistry, Ledger]]:
+async def open_store(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The store named by ``settings``, checked to be reachable and migrated."""
     url = settings.resolved_database_url
     engine = create_engine(url)
     try:
         await check_connection(engine, url)
         await migrate.require_current(engine)
-        yield ModelRegistry(engine), Ledger(engine)
+        yield engine
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[tuple[ModelRegistry, Ledger]]:
+    async with open_store(settings) as engine:
+        yield ModelRegistry(engine), Ledger(engine)
 
 
 async def list_models(settings: Settings, name: str | None = None) -> list[ModelRecord]:
@@ -44,16 +55,24 @@ class ModelDetail:
     versions: list[ModelRecord]
     events: list[ModelEvent]
     artifacts_dir: str
+    runs: list[TrainingRun]  # newest first: the experiment history
+    drift: DriftStatus
 
 
 async def show_model(settings: Settings, name: str) -> ModelDetail:
-    async with _store(settings) as (registry, _):
+    from app.trainer.monitor import measure
+    from app.trainer.service import drift_limits
+
+    async with open_store(settings) as engine:
+        registry = ModelRegistry(engine)
         versions = await registry.versions(name)
         if not versions:
             known = sorted({r.name for r in await registry.versions()})
             raise ConfigError(f"no model called {name!r}; registered: {', '.join(known) or 'none'}")
         events = await registry.events(name)
-    return ModelDetail(versions, events, str(settings.resolved_models_dir / name))
+        runs = await TrainingStore(engine).runs(name, limit=10)
+        drift = await measure(engine, registry, name, drift_limits(settings))
+    return ModelDetail(versions, events, str(settings.resolved_models_dir / name), runs, drift)
 
 
 async def _verified(settings: Settings, record: ModelRecord) -> None:

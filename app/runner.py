@@ -8,6 +8,7 @@ other members at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ import structlog
 
 from app.service import BatchListener, ConsumeLoop, start_components
 from app.settings import Settings
+from app.trainer.service import Trainer
 
 log = structlog.get_logger("arbiter.run")
 
@@ -31,11 +33,23 @@ async def run_service(settings: Settings, *, listeners: tuple[BatchListener, ...
             types=list(settings.event_types),
             group=settings.consumer_group,
         )
+        stop_training = asyncio.Event()
+        training: asyncio.Task[None] | None = None
+        if settings.trainer_enabled:
+            trainer = Trainer(settings, components.ledger.engine)
+            training = asyncio.create_task(trainer.run_forever(stop_training))
         try:
             await loop.run()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 running.remove_signal_handler(sig)
+            stop_training.set()
+            if training is not None:
+                # A run in progress is left to finish in its own process; its result is
+                # not registered (the run row is closed "abandoned" by the next trainer).
+                training.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await training
         log.info("stopped cleanly", batches=loop.batches)
 
 

@@ -88,6 +88,73 @@ class Settings(BaseSettings):
         description="CPU threads the text encoder may use; the rest stay with the tabular "
         "models, the rules and the event loop.",
     )
+    trainer_enabled: bool = Field(
+        default=True,
+        description="Run the background trainer inside `arbiter run` (off when a separate "
+        "`arbiter trainer` process does it).",
+    )
+    trainer_poll_s: float = Field(
+        default=30.0, gt=0, description="How often the trainer looks for a reason to train."
+    )
+    trainer_min_new: int = Field(
+        default=2_000,
+        ge=1,
+        description="Train a model when this many new labelled outcomes arrived since its "
+        "last training run.",
+    )
+    trainer_every_h: float = Field(
+        default=0.0, ge=0, description="Also train on a schedule, every this many hours; 0 = off."
+    )
+    trainer_budget_s: float = Field(
+        default=60.0, gt=0, description="Time budget of the hyper-parameter search per model."
+    )
+    trainer_margin: float = Field(
+        default=0.005,
+        ge=0,
+        description="A challenger is promoted only when its ROC-AUC (tabular) or macro-F1 "
+        "(ticket heads) beats the champion's by at least this on the same holdout.",
+    )
+    trainer_review_rate: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="The business metric: share of events reviewed (fraud caught at it).",
+    )
+    trainer_max_rows: int = Field(
+        default=200_000, ge=100, description="Train on at most this many newest examples."
+    )
+    trainer_half_life_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Recency weighting of training examples (older count less); 0 = off.",
+    )
+    trainer_threads: int = Field(
+        default=1, ge=1, le=64, description="CPU threads the training process may use."
+    )
+    trainer_shadow_kept: bool = Field(
+        default=False,
+        description="Put a challenger that was not promoted in shadow beside the champion.",
+    )
+    drift_window: int = Field(
+        default=2_000, ge=50, description="Recent decisions per model the drift monitor reads."
+    )
+    drift_psi_threshold: float = Field(
+        default=0.25,
+        gt=0,
+        description="Population stability index (worst feature or the score) that triggers "
+        "retraining.",
+    )
+    drift_auc_drop: float = Field(
+        default=0.05,
+        gt=0,
+        description="A drop of the champion's ROC-AUC on recent outcomes (vs its holdout) "
+        "that triggers retraining.",
+    )
+    drift_min_new: int = Field(
+        default=300,
+        ge=1,
+        description="New labelled outcomes a drift-triggered retrain needs at least.",
+    )
     auto_migrate: bool = Field(
         default=False, description="Apply database migrations at start-up (demo, dev)."
     )
@@ -146,3 +213,7 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"

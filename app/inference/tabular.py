@@ -9,7 +9,9 @@ rows; here those rows become the model's input and a ``Prediction`` per event.
   rare class is weighted up, and one ``Pipeline`` is fitted: median imputation,
   clipping to training quantiles and scaling of numbers, one-hot encoding of categories
   with an "other" bucket for rare and unseen values, then the estimator ("hgb",
-  "logreg" or "forest"). The Pipeline is the artifact (``model.skops``).
+  "logreg" or "forest"). The Pipeline is the artifact (``model.skops``). ``fit_rows``
+  is the fitting step alone (given rows, outcomes, columns, hyper-parameters and
+  weights): the trainer (``app/trainer``) chooses those itself and calls it.
 - **Serving** (``ServedTabular``): a ColumnTransformer costs milliseconds per call
   whatever the batch size (STACK-NOTES), so at load the fitted preprocessing is
   "compiled" into numpy arrays (impute values, clip bounds, one-hot vocabularies, scaler
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,23 +162,39 @@ def build_pipeline(numeric: Sequence[str], categorical: Sequence[str], estimator
     return Pipeline([("prepare", prepare), ("model", estimator)])
 
 
-def make_estimator(name: str, seed: int = 0) -> Any:
-    """The estimators the trainer compares; modest sizes so a refit takes seconds."""
+def make_estimator(name: str, seed: int = 0, **params: Any) -> Any:
+    """The estimators the trainer compares; modest sizes so a refit takes seconds.
+
+    ``params`` override the defaults below (the first setting the trainer's search tries);
+    a name the estimator does not take is refused with the ones it does.
+    """
+    estimator: Any
     if name == "hgb":
-        return HistGradientBoostingClassifier(
+        estimator = HistGradientBoostingClassifier(
             max_iter=150,
             learning_rate=0.08,
             max_leaf_nodes=15,
             l2_regularization=1.0,
             random_state=seed,
         )
-    if name == "logreg":
-        return LogisticRegression(C=1.0, max_iter=2_000)
-    if name == "forest":
-        return RandomForestClassifier(
+    elif name == "logreg":
+        estimator = LogisticRegression(C=1.0, max_iter=2_000)
+    elif name == "forest":
+        estimator = RandomForestClassifier(
             n_estimators=80, max_depth=10, min_samples_leaf=5, n_jobs=1, random_state=seed
         )
-    raise ValueError(f"unknown estimator {name!r}: use one of {', '.join(ESTIMATORS)}")
+    else:
+        raise ValueError(f"unknown estimator {name!r}: use one of {', '.join(ESTIMATORS)}")
+    if params:
+        allowed = sorted(estimator.get_params(deep=False))
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"estimator {name!r} takes no parameter {', '.join(map(repr, unknown))}: "
+                f"use any of {', '.join(allowed)}"
+            )
+        estimator.set_params(**params)
+    return estimator
 
 
 def pipeline_input(
@@ -235,6 +253,7 @@ class FittedTabular:
     means: tuple[float, ...]  # per output feature: its mean over the training rows
     window: tuple[str, str]  # occurred_at (ISO) of the first and last training event
     fit_seconds: float
+    estimator_params: dict[str, Any] = field(default_factory=dict)  # over make_estimator's
 
     @property
     def family(self) -> str:
@@ -258,6 +277,7 @@ class FittedTabular:
             "categorical": list(self.categorical),
             "reference": dict(self.reference),
             "means": list(self.means),
+            "estimator_params": dict(self.estimator_params),
         }
 
     def write(self, folder: Path) -> list[str]:
@@ -281,6 +301,96 @@ def _reference(
 
 def _outcome(label: Mapping[str, Any] | bool, key: str) -> bool:
     return bool(label[key]) if isinstance(label, Mapping) else bool(label)
+
+
+def imbalance_weights(y: Array) -> Array:
+    """Per row, 1 for negatives and ``sqrt(negatives / positives)`` for positives.
+
+    The rare class is weighted up by the square root of the imbalance so that scores are
+    usable at low prevalence without swamping the calibration. With a single class every
+    weight is 1.
+    """
+    y = np.asarray(y).astype(bool)
+    positives = int(y.sum())
+    if positives in (0, len(y)):
+        return np.ones(len(y))
+    weights: Array = np.where(y, np.sqrt((len(y) - positives) / positives), 1.0)
+    return weights
+
+
+def rows_in_order(spec: TabularSpec, events: Sequence[EventBase]) -> list[Row]:
+    """Feature rows of ``events``, computed in time order with a fresh ``History`` (as
+    serving computes them, so "amount vs recent average" sees only earlier events).
+
+    ``rows[i]`` belongs to ``events[i]``: the order of the input is kept; ties in
+    ``occurred_at`` are taken in input order.
+    """
+    order = sorted(range(len(events)), key=lambda i: events[i].occurred_at)
+    computed = features.feature_rows(spec.event_type, [events[i] for i in order], History())
+    rows: list[Row] = [{} for _ in events]
+    for i, row in zip(order, computed, strict=True):
+        rows[i] = row
+    return rows
+
+
+def fit_rows(
+    spec: TabularSpec,
+    rows: Sequence[Row],
+    y: Array,
+    *,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    estimator: str = "hgb",
+    params: Mapping[str, Any] | None = None,
+    weights: Array | None = None,
+    window: tuple[str, str],
+    seed: int = 0,
+) -> FittedTabular:
+    """Fit one Pipeline on ``rows`` (``y``: 1 = positive) and describe it; no metrics.
+
+    ``params`` override ``estimator``'s defaults (``make_estimator``) and are recorded in
+    ``params["estimator_params"]``; ``weights`` default to ``imbalance_weights(y)``;
+    ``window`` is the ISO first/last ``occurred_at`` of the rows (for the registry).
+    """
+    y = np.asarray(y, dtype=int)
+    if len(rows) != len(y):
+        raise ValueError(f"{len(rows)} rows but {len(y)} outcomes")
+    if weights is None:
+        weights = imbalance_weights(y)
+    elif len(weights) != len(y):
+        raise ValueError(f"{len(y)} outcomes but {len(weights)} weights")
+    chosen = dict(params or {})
+    numeric, categorical = tuple(numeric), tuple(categorical)
+    x = pipeline_input(rows, numeric, categorical)
+    pipeline = build_pipeline(numeric, categorical, make_estimator(estimator, seed, **chosen))
+    # One OpenMP thread: training shares the cores with the consume loop, and two
+    # OpenMP threads under that contention made a 1.2 s HGB fit take 10-44 s (measured).
+    with one_openmp_thread():
+        started = time.perf_counter()
+        pipeline.fit(x, y, model__sample_weight=weights)
+        fit_seconds = time.perf_counter() - started
+    prepare = pipeline[:-1]
+    names = tuple(str(n) for n in prepare.get_feature_names_out([*numeric, *categorical]))
+    means = tuple(float(m) for m in prepare.transform(x).mean(axis=0))
+    return FittedTabular(
+        spec=spec,
+        pipeline=pipeline,
+        estimator=estimator,
+        numeric=numeric,
+        categorical=categorical,
+        features=names,
+        metrics={},
+        reference=_reference(rows, numeric, categorical),
+        means=means,
+        window=window,
+        fit_seconds=fit_seconds,
+        estimator_params=_json_safe(chosen),
+    )
+
+
+def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` as JSON values (numpy scalars become Python numbers)."""
+    return {str(k): v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
 
 def fit(
@@ -310,21 +420,21 @@ def fit(
             f"{positives} positive of {len(y_train)} training events, {len(y_test)} holdout"
         )
     # Features in time order with a fresh history, as serving computes them.
-    rows = features.feature_rows(spec.event_type, ordered, History())
+    rows = rows_in_order(spec, ordered)
     numeric, categorical = discover_columns(rows[:cut])
-    x_train = pipeline_input(rows[:cut], numeric, categorical)
+    fitted = fit_rows(
+        spec,
+        rows[:cut],
+        y_train,
+        numeric=numeric,
+        categorical=categorical,
+        estimator=estimator,
+        window=(ordered[0].occurred_at.isoformat(), ordered[cut - 1].occurred_at.isoformat()),
+        seed=seed,
+    )
     x_test = pipeline_input(rows[cut:], numeric, categorical)
-    # Weight the rare class up (square root of the imbalance) so scores are usable at low
-    # prevalence without swamping the calibration.
-    weight = np.sqrt(np.where(y_train == 1, (len(y_train) - positives) / positives, 1.0))
-    pipeline = build_pipeline(numeric, categorical, make_estimator(estimator, seed))
-    # One OpenMP thread: training shares the cores with the consume loop, and two
-    # OpenMP threads under that contention made a 1.2 s HGB fit take 10-44 s (measured).
     with one_openmp_thread():
-        started = time.perf_counter()
-        pipeline.fit(x_train, y_train, model__sample_weight=weight)
-        fit_seconds = time.perf_counter() - started
-        proba = pipeline.predict_proba(x_test)[:, 1]
+        proba = fitted.pipeline.predict_proba(x_test)[:, 1]
     metrics = {
         "brier": float(brier_score_loss(y_test, proba)),
         "log_loss": float(log_loss(y_test, proba, labels=[0, 1])),
@@ -332,22 +442,7 @@ def fit(
     if 0 < y_test.sum() < len(y_test):  # ranking metrics need both outcomes
         metrics["roc_auc"] = float(roc_auc_score(y_test, proba))
         metrics["pr_auc"] = float(average_precision_score(y_test, proba))
-    prepare = pipeline[:-1]
-    names = tuple(str(n) for n in prepare.get_feature_names_out([*numeric, *categorical]))
-    means = tuple(float(m) for m in prepare.transform(x_train).mean(axis=0))
-    return FittedTabular(
-        spec=spec,
-        pipeline=pipeline,
-        estimator=estimator,
-        numeric=numeric,
-        categorical=categorical,
-        features=names,
-        metrics=metrics,
-        reference=_reference(rows[:cut], numeric, categorical),
-        means=means,
-        window=(ordered[0].occurred_at.isoformat(), ordered[cut - 1].occurred_at.isoformat()),
-        fit_seconds=fit_seconds,
-    )
+    return replace(fitted, metrics=metrics)
 
 
 # --- serving ---------------------------------------------------------------------------

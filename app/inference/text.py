@@ -456,6 +456,41 @@ def _load_and_time(
     return encoders, speed
 
 
+def _add_cascade(
+    chosen: _Trial, data: _Split, lexical: tuple[Any, Any], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Fit the TF-IDF-only first stage of every head, choose the confidence that sends a
+    ticket on to the encoder, and put both into ``chosen``'s heads."""
+    say("cascade: TF-IDF-only first stage and the confidence that sends a ticket on")
+    train_lex, holdout_lex = lexical
+    students = {s.name: fit_student(train_lex, data.y_train[s.name]) for s in SPECS}
+    student_proba = {
+        n: _softmax(np.asarray(holdout_lex @ w.T, dtype=np.float32) + b)
+        for n, (w, b) in students.items()
+    }
+    threshold, cascade_acc, share = choose_threshold(
+        student_proba,
+        chosen.holdout_proba,
+        data.y_holdout,
+        {n: h.classes for n, h in chosen.heads.items()},
+    )
+    for name, (w, b) in students.items():
+        head = chosen.heads[name]
+        chosen.heads[name] = replace(head, student_weight=w, student_bias=b, threshold=threshold)
+    say(f"cascade threshold {threshold:.2f}: {share:.0%} of tickets reach the encoder")
+    return {"threshold": threshold, "accuracy": cascade_acc, "share": share}
+
+
+def _load_only(
+    variant: str, texts: Sequence[str], say: Callable[[str], None], cache_dir: Path | None
+) -> tuple[dict[str, Encoder], dict[str, float]]:
+    from app.inference.encoder import get_encoder
+
+    say(f"text encoder {variant}: loading")
+    encoder = get_encoder(variant, cache_dir=cache_dir)
+    return {variant: encoder}, {variant: _tickets_per_s(encoder, texts)}
+
+
 def fit_all(
     events: Sequence[Ticket],
     labels: Sequence[Mapping[str, bool | str]],
@@ -465,8 +500,13 @@ def fit_all(
     compare_all: bool = False,
     cache_dir: Path | None = None,
     with_lexicon: bool = True,
+    only: str | None = None,
 ) -> dict[str, FittedText]:
     """Fit the three heads and choose the encoder variant they serve with.
+
+    ``only``: fit on that one variant and serve it, comparing nothing (the trainer's
+    refresh keeps the variant the champion serves with: a new comparison is for
+    ``arbiter`` start-ups and the bench).
 
     Time-ordered split: the oldest 75 % train, the newest 25 % is the holdout. Every
     variant's speed is measured (tickets/s at batch 32 on holdout texts). fp32 is always
@@ -481,10 +521,14 @@ def fit_all(
     from app.inference.encoder import ENCODER_NAME
 
     say = on_progress or (lambda _msg: None)
-    if "fp32" not in variants:
+    if only is None and "fp32" not in variants:
         raise ValueError("variants must include fp32: it is the quality baseline")
     data = _split(events, labels)
-    encoders, speed = _load_and_time(variants, data.holdout[:SPEED_TEXTS], say, cache_dir)
+    if only is not None:
+        encoders, speed = _load_only(only, data.holdout[:SPEED_TEXTS], say, cache_dir)
+    else:
+        encoders, speed = _load_and_time(variants, data.holdout[:SPEED_TEXTS], say, cache_dir)
+    base = only or "fp32"
 
     lexicon = fit_lexicon(data.train) if with_lexicon else None
     lexical: tuple[Any, Any] = (
@@ -492,12 +536,12 @@ def fit_all(
         if lexicon is not None
         else (None, None)
     )
-    say(f"text heads on fp32 ({len(data.train):,} train, {len(data.holdout):,} holdout)")
-    trials = {"fp32": _trial(encoders["fp32"], data, lexicon, lexical)}
-    baseline = chosen = trials["fp32"]
+    say(f"text heads on {base} ({len(data.train):,} train, {len(data.holdout):,} holdout)")
+    trials = {base: _trial(encoders[base], data, lexicon, lexical)}
+    baseline = chosen = trials[base]
     for variant in sorted(speed, key=speed.__getitem__, reverse=True):
-        faster = speed[variant] > speed["fp32"]
-        if variant == "fp32" or not (faster or compare_all):
+        faster = speed[variant] > speed[base]
+        if variant == base or not (faster or compare_all):
             continue
         say(f"text heads on {variant} embeddings")
         trial = trials[variant] = _trial(encoders[variant], data, lexicon, lexical)
@@ -510,49 +554,30 @@ def fit_all(
                 break
     say(
         f"text encoder variant chosen: {chosen.variant} "
-        f"({speed[chosen.variant]:.0f} tickets/s; fp32 {speed['fp32']:.0f})"
+        f"({speed[chosen.variant]:.0f} tickets/s; {base} {speed[base]:.0f})"
     )
 
     params = {
         "encoder": ENCODER_NAME,
         "variant": chosen.variant,
-        "encoder_fingerprint": encoders["fp32"].fingerprint,
-        "gate": GATE_TEXT,
+        "encoder_fingerprint": encoders[base].fingerprint,
+        "gate": GATE_TEXT if only is None else f"kept the serving variant {only}",
         "pooling": "mean over tokens, L2-normalised",
         "lexical": f"tf-idf word 1-2 grams, {len(lexicon.terms)} terms" if lexicon else "none",
     }
     cascade: dict[str, Any] = {}
     if lexicon is not None:
-        say("cascade: TF-IDF-only first stage and the confidence that sends a ticket on")
-        train_lex, holdout_lex = lexical
-        students = {s.name: fit_student(train_lex, data.y_train[s.name]) for s in SPECS}
-        student_proba = {
-            n: _softmax(np.asarray(holdout_lex @ w.T, dtype=np.float32) + b)
-            for n, (w, b) in students.items()
-        }
-        threshold, cascade_acc, share = choose_threshold(
-            student_proba,
-            chosen.holdout_proba,
-            data.y_holdout,
-            {n: h.classes for n, h in chosen.heads.items()},
-        )
-        cascade = {"threshold": threshold, "accuracy": cascade_acc, "share": share}
-        for name, (w, b) in students.items():
-            head = chosen.heads[name]
-            chosen.heads[name] = replace(
-                head, student_weight=w, student_bias=b, threshold=threshold
-            )
+        cascade = _add_cascade(chosen, data, lexical, say)
         params["cascade"] = (
-            f"TF-IDF first; encoder when any head is under {threshold:.2f} sure "
-            f"({share:.0%} of holdout tickets)"
+            f"TF-IDF first; encoder when any head is under {cascade['threshold']:.2f} sure "
+            f"({cascade['share']:.0%} of holdout tickets)"
         )
-        say(f"cascade threshold {threshold:.2f}: {share:.0%} of tickets reach the encoder")
     fitted: dict[str, FittedText] = {}
     for spec in SPECS:
         metrics = {
             "accuracy": chosen.accuracy[spec.name],
             "macro_f1": chosen.macro_f1[spec.name],
-            "fp32_accuracy": baseline.accuracy[spec.name],
+            f"{base}_accuracy": baseline.accuracy[spec.name],
             "train_n": float(len(data.train)),
             "holdout_n": float(len(data.holdout)),
         }

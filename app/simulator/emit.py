@@ -1,4 +1,5 @@
-"""Produces simulator events to any Kafka at a target rate (``arbiter simulate``, the demo).
+"""Produces simulator events and outcomes to any Kafka at a target rate (``arbiter
+simulate``, the demo).
 
 Sends are pipelined (the producer batches them) and paced per chunk, so a rate of tens
 of thousands per second is reachable while a low rate still trickles evenly.
@@ -25,33 +26,60 @@ async def emit(
     chunk: int = 200,
     on_sent: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
+    outcome_topic_for: Callable[[str], str] | None = None,
 ) -> int:
-    """Send every event to its ``events.<type>`` topic; ``rate`` 0 means as fast as possible."""
+    """Send each event to ``topic_for(type)`` and each outcome to ``outcome_topic_for(type)``.
+
+    ``rate`` (messages per second, outcomes included; 0 means as fast as possible) paces
+    everything sent. ``on_sent`` gets the number of *events* in each sent chunk, so a
+    progress display counts against the events asked for; the return value counts every
+    message sent, outcomes included.
+    """
     producer = make_producer(bootstrap)
     await producer.start()
     sent = 0
     started = time.monotonic()
     pending: list[OutMessage] = []
+    pending_events = 0
     step = chunk if rate <= 0 else max(1, min(chunk, int(rate / 20) or 1))
     try:
         for event in events:
             if stop is not None and stop.is_set():
                 break
-            pending.append(OutMessage(topic_for(event.event_type), event.key, event.value))
+            if event.kind == "outcomes":
+                topic = _outcome_topic(outcome_topic_for, event)
+            else:
+                topic = topic_for(event.event_type)
+                pending_events += 1
+            pending.append(OutMessage(topic, event.key, event.value))
             if len(pending) >= step:
-                sent += await _flush(producer, pending, on_sent)
+                sent += await _flush(producer, pending, pending_events, on_sent)
+                pending_events = 0
                 if rate > 0:
                     ahead = sent / rate - (time.monotonic() - started)
                     if ahead > 0:
                         await asyncio.sleep(ahead)
-        sent += await _flush(producer, pending, on_sent)
+        sent += await _flush(producer, pending, pending_events, on_sent)
     finally:
         await producer.stop()
     return sent
 
 
+def _outcome_topic(outcome_topic_for: Callable[[str], str] | None, event: SimEvent) -> str:
+    if outcome_topic_for is None:
+        raise ValueError(
+            f"the stream holds an outcome (of {event.event_type} {event.event_id}) but emit "
+            "was given no outcome_topic_for: pass outcome_topic_for=lambda t: "
+            'settings.topic("outcomes", t), or generate without outcomes=True'
+        )
+    return outcome_topic_for(event.event_type)
+
+
 async def _flush(
-    producer: AIOKafkaProducer, pending: list[OutMessage], on_sent: Callable[[int], None] | None
+    producer: AIOKafkaProducer,
+    pending: list[OutMessage],
+    events: int,
+    on_sent: Callable[[int], None] | None,
 ) -> int:
     if not pending:
         return 0
@@ -59,5 +87,5 @@ async def _flush(
     pending.clear()
     await publish_all(producer, batch)
     if on_sent:
-        on_sent(len(batch))
+        on_sent(events)
     return len(batch)

@@ -19,6 +19,16 @@ person who banks with us writes tickets under their ``acct-`` id, so both line u
 
 A share of messages is broken on purpose, each with the ``InvalidEvent`` reason the
 decoder must give it.
+
+With ``outcomes=True`` the stream also carries what later happened to each valid event:
+a ``schemas.Outcome`` some hours after it (transactions 1-36 h, orders 2-72 h, tickets
+10 min-12 h, and only ~80 % of tickets), with a share ``label_noise`` of wrong labels and
+~1 % delivered twice; see ``app.simulator.outcomes``. Outcomes are interleaved with the
+events by simulated time, and those still due when the ``n`` events are out follow at the
+end. With ``drift_at`` the fraud pattern of transactions changes from that event on: the
+drivers above stop counting and small mobile-app and digital-goods payments, often from a
+desktop, become the risky ones (card-testing bursts and takeovers stay fraud: they are
+the correlation rules' patterns). Neither option changes a single event's bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from app.simulator.outcomes import Labels, add_noise, observe, outcome_labels
 from app.simulator.text import TAKEOVER_SUBJECTS, TICKET_CATEGORIES, URGENCY_WEIGHTS, write_ticket
 from schemas import EVENT_MODELS, EventBase, Order, OrderItem, Ticket, Transaction
 from schemas.transaction import Device
@@ -44,7 +55,6 @@ DEFAULT_MIX: Mapping[str, float] = MappingProxyType(
 )
 ID_PREFIX = {"transaction": "txn", "order": "ord", "ticket": "tkt"}
 
-Labels = Mapping[str, bool | str]
 T = TypeVar("T")
 
 
@@ -57,7 +67,8 @@ class SimEvent:
     value: bytes  # the message body exactly as produced
     event_id: str | None  # None when the breakage hides it (truncated JSON, array)
     malformed: str | None  # expected ``InvalidEvent.reason``; None for a valid event
-    labels: Labels  # ground truth of a valid event; empty for a broken one
+    labels: Labels  # ground truth of a valid event (as sent for an outcome); empty if broken
+    kind: str = "events"  # "events", or "outcomes" for the outcome of event ``event_id``
 
 
 # --- the world: parties, places, merchants, catalogue ------------------------------
@@ -161,7 +172,7 @@ def _traffic(hour: int) -> float:
 
 
 def _transaction(
-    rng: random.Random, world: _World, event_id: str, when: datetime
+    rng: random.Random, world: _World, event_id: str, when: datetime, *, drifted: bool = False
 ) -> tuple[Transaction, Labels]:
     account = rng.choice(world.accounts)
     category = _pick(rng, _CATEGORY_NAMES, _CATEGORY_WEIGHTS)
@@ -208,6 +219,9 @@ def _transaction(
         + 0.8 * (category in _RISKY_CATEGORIES)
         + 0.9 * (account.age_days < 60)
     )
+    if drifted:
+        logit = _drifted_logit(channel, category, kind, amount)
+    # One draw either way, so drift changes labels only, never the events.
     fraud = rng.random() < _sigmoid(logit)
     event = Transaction(
         event_id=event_id,
@@ -224,6 +238,21 @@ def _transaction(
         attributes={"account_age_days": account.age_days},
     )
     return event, {"fraud": fraud}
+
+
+def _drifted_logit(channel: str, category: str, kind: str, amount: float) -> float:
+    """Fraud after the drift: fraudsters moved to small app and digital payments.
+
+    The old drivers (abroad, new device, night, large amount, risky category, young
+    account) no longer count; every term here is a feature a model sees.
+    """
+    return (
+        -5.0
+        + 2.6 * (channel == "mobile_app")
+        + 1.8 * (category in ("digital_goods", "gambling"))
+        + 1.6 * (amount < 20)
+        + 1.0 * (kind == "desktop")
+    )
 
 
 def _order(
@@ -506,8 +535,10 @@ def _fit(event: EventBase, value: bytes, max_event_bytes: int) -> tuple[EventBas
 
 
 def _stream(
-    seed: int, mix: Mapping[str, float], start: datetime
+    seed: int, mix: Mapping[str, float], start: datetime, drift_at: int | None = None
 ) -> Iterator[tuple[EventBase, Labels]]:
+    """Valid events with their truth, in time order; from event ``drift_at`` on (0-based)
+    transactions follow the drifted fraud pattern."""
     rng = random.Random(seed)
     world = _build_world(rng, seed)
     types = tuple(mix)
@@ -515,6 +546,7 @@ def _stream(
     takeovers = "transaction" in mix and "ticket" in mix
     due: list[tuple[datetime, int, _Party]] = []  # takeover payments to come (at, n, who)
     ids = itertools.count()
+    made = 0  # events yielded so far
     offset_s = 0.0
     last = start
     while True:
@@ -523,12 +555,14 @@ def _stream(
             at, _, account = heapq.heappop(due)
             at = max(at, last)  # a burst may have run past it; stay in time order
             yield _takeover_payment(rng, account, f"txn-{seed}-{next(ids):08d}", at)
+            made += 1
             last = at
             continue
         event_type = types[0] if len(types) == 1 else _pick(rng, types, weights)
         if event_type == "transaction" and rng.random() < _BURST_RATE:
             burst = _burst(rng, world, seed, ids, when)
             yield from burst
+            made += len(burst)
             when = burst[-1][0].occurred_at
             offset_s = (when - start).total_seconds()
         elif takeovers and event_type == "ticket" and rng.random() < _TAKEOVER_RATE:
@@ -537,9 +571,15 @@ def _stream(
             at = when + timedelta(seconds=rng.uniform(5 * 60, 45 * 60))
             heapq.heappush(due, (at, next(ids), account))
             yield ticket, labels
+            made += 1
         else:
             event_id = f"{ID_PREFIX[event_type]}-{seed}-{next(ids):08d}"
-            yield _BUILDERS[event_type](rng, world, event_id, when)
+            if event_type == "transaction":
+                drifted = drift_at is not None and made >= drift_at
+                yield _transaction(rng, world, event_id, when, drifted=drifted)
+            else:
+                yield _BUILDERS[event_type](rng, world, event_id, when)
+            made += 1
         last = when
         offset_s += rng.expovariate(_traffic(when.hour) / 60)
 
@@ -565,50 +605,95 @@ def generate(
     mix: Mapping[str, float] = DEFAULT_MIX,
     start: datetime | None = None,
     max_event_bytes: int = 65536,
+    outcomes: bool = False,
+    label_noise: float = 0.02,
+    drift_at: int | None = None,
 ) -> Iterator[SimEvent]:
-    """Yield ``n`` messages as a business app would produce them, in time order.
+    """Yield ``n`` events as a business app would produce them, in time order.
 
     About ``malformed_rate`` of them are broken on purpose; each says which
-    ``InvalidEvent`` reason the decoder must give it. Same arguments, same bytes.
+    ``InvalidEvent`` reason the decoder must give it. With ``outcomes`` every valid event
+    is followed, later in simulated time, by its outcome (``kind="outcomes"``, labels with
+    ``label_noise``), interleaved by time and flushed at the end. From event ``drift_at``
+    on (0-based) transactions follow a new fraud pattern. Same arguments, same bytes.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if not 0 <= malformed_rate <= 1:
         raise ValueError(f"malformed_rate must be between 0 and 1, got {malformed_rate}")
+    _check_noise_and_drift(label_noise, drift_at)
     start = DEFAULT_START if start is None else start
     _check_args(mix, start)
-    return _generate(
+    run = _Run(
         n=n,
         seed=seed,
         malformed_rate=malformed_rate,
-        mix=dict(mix),
+        mix=MappingProxyType({t: w for t, w in mix.items() if w > 0}),
         start=start,
         max_event_bytes=max_event_bytes,
+        outcomes=outcomes,
+        label_noise=label_noise,
+        drift_at=drift_at,
     )
+    return _generate(run)
 
 
-def _generate(
-    *,
-    n: int,
-    seed: int,
-    malformed_rate: float,
-    mix: Mapping[str, float],
-    start: datetime,
-    max_event_bytes: int,
-) -> Iterator[SimEvent]:
-    stream = _stream(seed, {t: w for t, w in mix.items() if w > 0}, start)
-    # Breakage draws from its own generator so the valid traffic is the same stream
-    # whatever the malformed_rate.
-    breaker = random.Random(f"malformed-{seed}")
-    for _ in range(n):
+def _check_noise_and_drift(label_noise: float, drift_at: int | None) -> None:
+    if not 0 <= label_noise <= 1:
+        raise ValueError(
+            f"label_noise must be between 0 and 1 (a share of outcomes), got {label_noise}"
+        )
+    if drift_at is not None and drift_at < 0:
+        raise ValueError(f"drift_at must be an event index >= 0 or None, got {drift_at}")
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The checked arguments of one ``generate`` call."""
+
+    n: int
+    seed: int
+    malformed_rate: float
+    mix: Mapping[str, float]
+    start: datetime
+    max_event_bytes: int
+    outcomes: bool
+    label_noise: float
+    drift_at: int | None
+
+
+def _generate(run: _Run) -> Iterator[SimEvent]:
+    stream = _stream(run.seed, run.mix, run.start, run.drift_at)
+    # Breakage, outcome timing and label noise each draw from their own generator, so
+    # the valid traffic is the same stream whatever the malformed_rate, outcomes and
+    # label_noise, and the outcomes are the same whatever the label_noise.
+    breaker = random.Random(f"malformed-{run.seed}")
+    observer = random.Random(f"outcomes-{run.seed}")
+    noise = random.Random(f"label-noise-{run.seed}")
+    due: list[tuple[datetime, int, SimEvent]] = []  # outcomes to send: (at, tie-break, msg)
+    order = itertools.count()
+    for _ in range(run.n):
         event, labels = next(stream)
-        event, value = _fit(event, event.model_dump_json().encode(), max_event_bytes)
+        event, value = _fit(event, event.model_dump_json().encode(), run.max_event_bytes)
+        while due and due[0][0] <= event.occurred_at:
+            yield heapq.heappop(due)[2]
         key = event.partition_key.encode()
-        if breaker.random() < malformed_rate:
-            broken, event_id, reason = _break(breaker, event, value, max_event_bytes)
+        if breaker.random() < run.malformed_rate:
+            broken, event_id, reason = _break(breaker, event, value, run.max_event_bytes)
             yield SimEvent(event.event_type, key, broken, event_id, reason, {})
-        else:
-            yield SimEvent(event.event_type, key, value, event.event_id, None, labels)
+            continue
+        yield SimEvent(event.event_type, key, value, event.event_id, None, labels)
+        if run.outcomes:
+            sent = add_noise(noise, event.event_type, outcome_labels(event.event_type, labels),
+                             run.label_noise)  # fmt: skip
+            seen = observe(observer, event, sent)
+            if seen is not None:
+                message = SimEvent(event.event_type, key, seen.value, event.event_id, None,
+                                   seen.labels, "outcomes")  # fmt: skip
+                for at in seen.sent_at:
+                    heapq.heappush(due, (at, next(order), message))
+    while due:
+        yield heapq.heappop(due)[2]
 
 
 def training_set(
@@ -625,4 +710,35 @@ def training_set(
         event, truth = next(stream)
         events.append(event)
         labels.append(truth)
+    return events, labels
+
+
+def labelled_events(
+    event_type: str,
+    n: int,
+    *,
+    seed: int = 1,
+    drift_at: int | None = None,
+    label_noise: float = 0.0,
+    start: datetime | None = None,
+) -> tuple[list[EventBase], list[dict[str, bool | str]]]:
+    """``n`` valid events of one type, in time order, with the labels their outcomes carry.
+
+    The labels are those ``generate(..., mix={event_type: 1}, malformed_rate=0,
+    outcomes=True)`` with the same seed would send (noise included; an order's is its
+    ``status``), but for every event, confirmed or not. For trainer tests and benchmarks.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    _check_noise_and_drift(label_noise, drift_at)
+    start = DEFAULT_START if start is None else start
+    _check_args({event_type: 1.0}, start)
+    noise = random.Random(f"label-noise-{seed}")
+    events: list[EventBase] = []
+    labels: list[dict[str, bool | str]] = []
+    stream = _stream(seed, {event_type: 1.0}, start, drift_at)
+    for _ in range(n):
+        event, truth = next(stream)
+        events.append(event)
+        labels.append(add_noise(noise, event_type, outcome_labels(event_type, truth), label_noise))
     return events, labels

@@ -309,6 +309,10 @@ class Ledger:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
     @asynccontextmanager
     async def _transaction(self, doing: str) -> AsyncIterator[AsyncConnection]:
         """A transaction whose connection-level failures surface as ``TransientError``."""

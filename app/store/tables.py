@@ -183,3 +183,43 @@ outcomes = sa.Table(
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("source", sa.String(128), nullable=True),
 )
+
+# Trainer runs (migration 0005): one row per training run, the experiment history —
+# what it was given (window, rows, cleaning), what it tried (candidates), how the
+# challenger and the champion did on the same holdout, and what was decided.
+# ``outcomes_seen`` is the highest outcome id the run could see: "new outcomes since the
+# last training" counts beyond it.
+training_runs = sa.Table(
+    "training_runs",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(64), nullable=False, index=True),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("outcomes_seen", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("summary", sa.JSON(), nullable=False),  # windows, rows, cleaning, candidates
+    sa.Column("champion_version", sa.Integer(), nullable=True),
+    sa.Column("challenger_version", sa.Integer(), nullable=True),
+    sa.Column("champion_metrics", sa.JSON(), nullable=False),
+    sa.Column("challenger_metrics", sa.JSON(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False, server_default=""),
+    sa.Column("report", sa.Text(), nullable=False, server_default=""),
+    sa.CheckConstraint(
+        "status IN ('running', 'promoted', 'kept', 'skipped', 'failed', 'abandoned')",
+        name="status",
+    ),
+)
+
+# Leases (migration 0005): at most one holder of a named job at a time across processes
+# (the trainer), taken and renewed with a conditional write, so two trainers never
+# train and register the same model at once; an expired lease can be taken over.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,107 @@
+"""``arbiter train NAME`` and ``arbiter trainer``: training by hand and on its own.
+
+``train`` runs one training run in this process with a progress bar and prints the
+verdict; ``trainer`` is the background trainer as a process of its own (beside consumers
+started with ``ARBITER_TRAINER_ENABLED=false``), until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+
+
+def _cli() -> Any:
+    from app import cli  # late: cli imports this module to register the commands
+
+    return cli
+
+
+def train(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A model (transaction.fraud, order.risk) or 'ticket' for the three heads."
+        ),
+    ],
+    budget: Annotated[
+        float | None, typer.Option(help="Seconds for the hyper-parameter search per model.")
+    ] = None,
+) -> None:
+    """Train NAME now from the logged outcomes; promote the result only if it is better."""
+    cli = _cli()
+    settings = cli._settings(trainer_budget_s=budget)
+    from app.models_admin import open_store
+    from app.trainer.job import target_of
+    from app.trainer.service import Trainer
+
+    try:
+        target = name if name == "ticket" else target_of(name)
+    except ValueError as exc:
+        raise cli._fail(str(exc)) from None
+
+    async def go() -> list[Any]:
+        async with open_store(settings) as engine:
+            trainer = Trainer(settings, engine)
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as progress:
+                task = progress.add_task(f"training {target}", total=None)
+
+                def step(message: str) -> None:
+                    progress.update(task, description=escape(message))
+                    progress.console.print(f"  · {escape(message)}", highlight=False)
+
+                try:
+                    return await trainer.train(target, "manual", in_process=True, on_progress=step)
+                except RuntimeError as exc:
+                    raise cli._fail(str(exc)) from None
+
+    outcomes = cli._run(go)
+    table = Table(title="training run", title_justify="left")
+    for column in ("model", "run", "result", "version", "reason", "report"):
+        table.add_column(column)
+    for o in outcomes:
+        table.add_row(
+            o.model,
+            str(o.run_id),
+            o.status,
+            f"v{o.version}" if o.version else "",
+            escape(o.reason),
+            escape(o.report),
+        )
+    console.print(table)
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(1)
+
+
+def trainer() -> None:
+    """The background trainer on its own: trains when outcomes, a schedule or drift say so."""
+    cli = _cli()
+    settings = cli._settings()
+    from app.models_admin import open_store
+    from app.trainer.service import Trainer
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with open_store(settings) as engine:
+            await Trainer(settings, engine).run_forever(stop)
+
+    cli._run(go)
+    console.print("trainer stopped")

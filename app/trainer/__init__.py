@@ -1,0 +1,1 @@
+"""The trainer: outcomes in, better models out (issue 5)."""

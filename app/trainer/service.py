@@ -1,0 +1,316 @@
+"""The trainer at work: when to train, where the work runs, and what the registry learns.
+
+``Trainer.tick`` (every ``ARBITER_TRAINER_POLL_S``, inside ``arbiter run`` or alone as
+``arbiter trainer``) takes the ``trainer`` lease — one trainer at a time across every
+process — and trains each model that has a reason to:
+
+- ``new_outcomes``: ``ARBITER_TRAINER_MIN_NEW`` labelled outcomes since its last run;
+- ``schedule``: ``ARBITER_TRAINER_EVERY_H`` since its last run;
+- ``drift``: the monitor's signals past their thresholds, with at least
+  ``ARBITER_DRIFT_MIN_NEW`` new labelled outcomes to learn from;
+- ``manual``: ``arbiter train NAME`` (``Trainer.train`` directly, in that process).
+
+The work itself (``job.run_job``) runs in a spawned child process with a lower priority
+and capped threads, so the consumer never waits for it; the parent reads the dataset
+before and changes the registry after. A child that dies leaves the registry as it was
+(the run is closed ``failed``); a parent that dies leaves its run ``running`` until the
+next lease holder closes it ``abandoned``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import metrics
+from app.inference.base import ModelMeta
+from app.inference.catalog import MODELS
+from app.settings import Settings
+from app.store.outcomes import OutcomeStore
+from app.store.registry import ModelRegistry
+from app.store.training import TrainingStore
+from app.trainer import monitor
+from app.trainer.job import (
+    Limits,
+    ModelResult,
+    Record,
+    TrainJob,
+    models_of,
+    run_job,
+    target_of,
+)
+
+log = structlog.get_logger("arbiter.trainer")
+
+LEASE = "trainer"
+LEASE_TTL = timedelta(minutes=5)
+CHILD_NICENESS = 10  # the consumer keeps priority over training
+Progress = Callable[[str], None]
+
+
+class TrainingCrashed(RuntimeError):
+    """The training process died or raised; the run is recorded as failed."""
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        budget_s=settings.trainer_budget_s,
+        margin=settings.trainer_margin,
+        review_rate=settings.trainer_review_rate,
+        max_rows=settings.trainer_max_rows,
+        half_life_days=settings.trainer_half_life_days or None,
+    )
+
+
+def drift_limits(settings: Settings) -> monitor.DriftLimits:
+    return monitor.DriftLimits(
+        window=settings.drift_window,
+        psi_threshold=settings.drift_psi_threshold,
+        auc_drop=settings.drift_auc_drop,
+    )
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a run did to one model, as the registry now records it."""
+
+    model: str
+    run_id: int
+    status: str  # promoted | kept | skipped | failed
+    reason: str
+    version: int | None = None
+    report: str = ""
+
+
+class Trainer:
+    def __init__(self, settings: Settings, engine: AsyncEngine, *, holder: str = "") -> None:
+        self.settings = settings
+        self.engine = engine
+        self.registry = ModelRegistry(engine)
+        self.outcomes = OutcomeStore(engine)
+        self.store = TrainingStore(engine)
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.limits = limits_from(settings)
+        self._ticking = False  # inside tick, which holds the lease across targets
+
+    # --- when ------------------------------------------------------------------------
+
+    async def due(self) -> dict[str, str]:
+        """Targets with a reason to train now: target -> trigger."""
+        s = self.settings
+        found: dict[str, str] = {}
+        for name in MODELS:
+            event_type = name.split(".", 1)[0]
+            target = target_of(name)
+            if event_type not in s.event_types or target in found:
+                continue
+            last = await self.store.last_run(name)
+            seen = last.outcomes_seen if last else 0
+            new = await self.store.labelled_since(event_type, seen)
+            if new >= s.trainer_min_new:
+                found[target] = "new_outcomes"
+                continue
+            if s.trainer_every_h > 0 and new >= 1:
+                since = last.started_at if last else None
+                if since is None or datetime.now(UTC) - since >= timedelta(hours=s.trainer_every_h):
+                    found[target] = "schedule"
+                    continue
+            if new >= s.drift_min_new:
+                status = await monitor.measure(self.engine, self.registry, name, drift_limits(s))
+                if status.drifting:
+                    log.info("drift", model=name, reasons=list(status.reasons))
+                    found[target] = "drift"
+        return found
+
+    async def tick(self) -> list[RunOutcome]:
+        """One look: train whatever is due (if this process holds the lease)."""
+        if not await self.store.acquire(LEASE, self.holder, LEASE_TTL):
+            return []
+        done: list[RunOutcome] = []
+        self._ticking = True
+        try:
+            for target, trigger in (await self.due()).items():
+                done += await self.train(target, trigger)
+        finally:
+            self._ticking = False
+            await self.store.release(LEASE, self.holder)
+        return done
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """``tick`` every poll interval until ``stop``; errors are logged, never fatal."""
+        log.info("trainer started", poll_s=self.settings.trainer_poll_s, holder=self.holder)
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("trainer tick failed; trying again at the next poll")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.trainer_poll_s)
+
+    # --- how -------------------------------------------------------------------------
+
+    async def train(
+        self,
+        target: str,
+        trigger: str,
+        *,
+        in_process: bool = False,
+        on_progress: Progress | None = None,
+    ) -> list[RunOutcome]:
+        """Train ``target`` (a tabular model name or "ticket") now and record the result.
+
+        The caller holds the lease (``tick``) or is the operator (``arbiter train``,
+        which takes it here)."""
+        names = models_of(target)
+        say = on_progress or (lambda msg: log.info("training", target=target, step=msg))
+        held = await self.store.acquire(LEASE, self.holder, LEASE_TTL)
+        if not held:
+            found = await self.store.holder(LEASE)
+            who = found[0] if found else "another process"
+            raise RuntimeError(
+                f"{who} is training right now (lease {LEASE!r}); try again when it is done"
+            )
+        try:
+            return await self._train(target, names, trigger, in_process=in_process, say=say)
+        finally:
+            if not self._ticking:
+                await self.store.release(LEASE, self.holder)
+
+    async def _train(
+        self, target: str, names: tuple[str, ...], trigger: str, *, in_process: bool, say: Progress
+    ) -> list[RunOutcome]:
+        for name in names:
+            if abandoned := await self.store.abandon_stale(name):
+                say(f"{name}: closed {abandoned} run(s) left unfinished by a stopped process")
+        watermark = await self.store.outcome_watermark()
+        run_ids = {n: await self.store.open_run(n, trigger, self.holder, watermark) for n in names}
+        event_type = names[0].split(".", 1)[0]
+        say(f"reading labelled decisions of {event_type} from the ledger")
+        labelled = await self.outcomes.labelled(event_type)
+        champions: dict[str, ModelMeta | None] = {}
+        for n in names:
+            record = await self.registry.champion(n)
+            champions[n] = record.meta if record else None
+        job = TrainJob(
+            target=target,
+            trigger=trigger,
+            run_ids=run_ids,
+            records=tuple(
+                Record(r.event_id, r.event_type, r.occurred_at, r.payload, r.labels)
+                for r in labelled
+            ),
+            champions=champions,
+            models_dir=self.settings.resolved_models_dir,
+            reports_dir=self.settings.reports_dir,
+            limits=self.limits,
+        )
+        renew = asyncio.create_task(self._renew_lease())
+        try:
+            results = await self._execute(job, in_process=in_process, say=say)
+        except Exception as exc:
+            reason = f"training failed: {type(exc).__name__}: {exc}"
+            log.error("training failed", target=target, error=str(exc))
+            out = []
+            for n, run_id in run_ids.items():
+                await self.store.close_run(run_id, "failed", reason=reason)
+                metrics.TRAINER_RUNS.labels(model=n, result="failed").inc()
+                out.append(RunOutcome(n, run_id, "failed", reason))
+            return out
+        finally:
+            renew.cancel()
+        return [await self._record(result, say) for result in results]
+
+    async def _renew_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_TTL.total_seconds() / 3)
+            await self.store.acquire(LEASE, self.holder, LEASE_TTL)
+
+    async def _execute(
+        self, job: TrainJob, *, in_process: bool, say: Progress
+    ) -> list[ModelResult]:
+        if in_process:
+            return await asyncio.get_running_loop().run_in_executor(None, run_job, job, say)
+        from app.trainer import child
+
+        s = self.settings
+        context = multiprocessing.get_context("spawn")
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(
+            target=child.main,
+            args=(job, s.trainer_threads, CHILD_NICENESS, s.log_format, s.log_level, send),
+            name=f"arbiter-trainer-{job.target}",
+            daemon=True,
+        )
+        process.start()
+        send.close()
+        try:
+            while not receive.poll():  # also true at end-of-file: the child is gone
+                await asyncio.sleep(0.2)
+            try:
+                kind, payload = receive.recv()
+            except EOFError:
+                await asyncio.get_running_loop().run_in_executor(None, process.join, 10)
+                raise TrainingCrashed(
+                    f"the training process exited with code {process.exitcode} before "
+                    "finishing; nothing was registered"
+                ) from None
+        finally:
+            if process.is_alive():  # cancelled (shutdown): the half-done work is dropped
+                process.terminate()
+            await asyncio.get_running_loop().run_in_executor(None, process.join, 10)
+            receive.close()
+        if kind != "ok":
+            raise TrainingCrashed(str(payload))
+        results: list[ModelResult] = payload
+        return results
+
+    async def _record(self, result: ModelResult, say: Progress) -> RunOutcome:
+        """Register the challenger, promote it if it won, close the run."""
+        name, run_id = result.model, result.run_id
+        if result.status == "skipped" or result.challenger is None:
+            await self.store.close_run(
+                run_id, "skipped", reason=result.reason, summary=result.summary
+            )
+            metrics.TRAINER_RUNS.labels(model=name, result="skipped").inc()
+            say(f"{name}: skipped — {result.reason}")
+            return RunOutcome(name, run_id, "skipped", result.reason)
+        meta = result.challenger
+        await self.registry.register(meta, detail=f"trained by run {run_id}: {result.reason}")
+        status = "kept"
+        if result.promote:
+            await self.registry.promote(name, meta.version, detail=f"run {run_id}: {result.reason}")
+            status = "promoted"
+        elif self.settings.trainer_shadow_kept:
+            await self.registry.set_shadow(name, meta.version, True)
+        await self.store.close_run(
+            run_id,
+            status,
+            reason=result.reason,
+            summary=result.summary,
+            champion_version=result.champion_version,
+            challenger_version=meta.version,
+            champion_metrics=result.champion_metrics,
+            challenger_metrics=result.challenger_metrics,
+            report=result.report,
+        )
+        metrics.TRAINER_RUNS.labels(model=name, result=status).inc()
+        log.info(
+            "training run finished",
+            model=name,
+            run=run_id,
+            result=status,
+            version=meta.tag,
+            reason=result.reason,
+            report=result.report,
+        )
+        say(f"{name}: {meta.tag} {status} — {result.reason}")
+        return RunOutcome(name, run_id, status, result.reason, meta.version, result.report)
