@@ -206,7 +206,7 @@ def _print_runs(runs: list[Any]) -> None:
         console.print("\ntraining runs: none yet (the trainer runs when outcomes arrive)")
         return
     table = Table(title="training runs (newest first)", title_justify="left")
-    for column in ("run", "started", "trigger", "result", "versions", "reason", "report"):
+    for column in ("run", "started", "trigger", "result", "versions", "reason"):
         table.add_column(column)
     for run in runs:
         versions = (
@@ -221,9 +221,11 @@ def _print_runs(runs: list[Any]) -> None:
             run.status,
             versions,
             escape(run.reason[:140]),
-            escape(run.report),
         )
     console.print(table)
+    for run in runs:
+        if run.report:  # on a line of its own: a path must not be wrapped in a table cell
+            console.print(f"run {run.id} report: {escape(run.report)}", soft_wrap=True)
 
 
 def _print_drift(status: Any) -> None:

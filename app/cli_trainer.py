@@ -72,18 +72,16 @@ def train(
 
     outcomes = cli._run(go)
     table = Table(title="training run", title_justify="left")
-    for column in ("model", "run", "result", "version", "reason", "report"):
+    for column in ("model", "run", "result", "version", "reason"):
         table.add_column(column)
     for o in outcomes:
         table.add_row(
-            o.model,
-            str(o.run_id),
-            o.status,
-            f"v{o.version}" if o.version else "",
-            escape(o.reason),
-            escape(o.report),
+            o.model, str(o.run_id), o.status, f"v{o.version}" if o.version else "", escape(o.reason)
         )
     console.print(table)
+    for o in outcomes:
+        if o.report:  # on a line of its own: a path must not be wrapped in a table cell
+            console.print(f"{o.model} report: {escape(o.report)}", soft_wrap=True, highlight=False)
     if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.inference import artifacts
 from app.inference.lifecycle import load_served
 from app.settings import Settings
 from app.simulator.generate import labelled_events
@@ -268,3 +269,39 @@ async def test_new_labelled_outcomes_and_the_recent_window_are_read_on_both_back
     recent = await recent_decisions(engine, "transaction", 50)
     assert [d.event_id for d in recent] == [e.event_id for e in events[150:200]]
     assert all(d.labels == dict(lb) for d, lb in zip(recent, labels[150:200], strict=True))
+
+
+def test_the_ticket_heads_retrain_together_from_agent_confirmed_labels(
+    tmp_path: Path, trained_models: Path
+) -> None:
+    """800 tickets with agent-confirmed labels: the three heads are refit in one encoder
+    pass on the variant the champions serve with, each judged against its own champion on
+    the same holdout (macro-F1), each with a confusion-matrix report."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_models, models)
+    heads = ("ticket.category", "ticket.urgency", "ticket.sentiment")
+    champions = {n: [m for m in artifacts.scan(models) if m.name == n][-1] for n in heads}
+    events, labels = labelled_events("ticket", 800, seed=95)
+    job = TrainJob(
+        target="ticket",
+        trigger="test",
+        run_ids={n: i for i, n in enumerate(heads, start=1)},
+        records=records(events, labels),
+        champions=dict(champions),
+        models_dir=models,
+        reports_dir=tmp_path / "reports",
+        limits=FAST,
+    )
+    results = {r.model: r for r in run_job(job)}
+    assert set(results) == set(heads)
+    for name, result in results.items():
+        assert result.status == "trained", result.reason
+        assert result.challenger is not None
+        assert result.challenger.params["variant"] == champions[name].params["variant"]
+        assert result.challenger_metrics["accuracy"] >= 0.9, (name, result.challenger_metrics)
+        assert "macro_f1" in result.champion_metrics
+        assert result.summary["n_holdout"] == 200
+        folder = Path(result.report).parent
+        assert any(p.name.startswith("confusion-") for p in folder.iterdir())

@@ -60,6 +60,7 @@ def train_first(
     """Train version 1 of ``names`` on simulator data and write them (not registered)."""
     from app.inference import tabular, text
     from app.simulator.generate import training_set
+    from app.trainer.job import Amended, first_references
 
     written: dict[str, ModelMeta] = {}
     for spec in tabular.SPECS:
@@ -67,11 +68,13 @@ def train_first(
             continue
         on_progress(f"training {spec.name} on simulator data ({spec.train_size:,} events)")
         events, labels = training_set(spec.event_type, spec.train_size, seed=1)
-        fitted = tabular.fit(spec, events, [bool(lb[spec.label]) for lb in labels])
+        truth = [bool(lb[spec.label]) for lb in labels]
+        fitted = tabular.fit(spec, events, truth)
+        extra = first_references(fitted, events, truth)
         written[spec.name] = artifacts.write_version(
             models_dir,
             spec.name,
-            fitted,
+            Amended(fitted, fitted.metrics, extra),
             trained_on=f"simulator seed=1 n={spec.train_size}",
             window=fitted.window,
         )
@@ -85,10 +88,11 @@ def train_first(
         fitted_text = text.fit_all(events, labels, on_progress=on_progress)  # type: ignore[arg-type]
         for text_spec in wanted_text:
             head = fitted_text[text_spec.name]
+            extra = first_references(head, events, [lb[text_spec.label] for lb in labels])
             written[text_spec.name] = artifacts.write_version(
                 models_dir,
                 text_spec.name,
-                head,
+                Amended(head, head.metrics, extra),
                 trained_on=f"simulator seed=1 n={text.TRAIN_SIZE}",
                 window=head.window,
             )

@@ -239,15 +239,7 @@ def _run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
     judged = verdict(champion_metrics, challenger_metrics, metric=primary, margin=limits.margin)
     reason = judged.reason + (f" ({champion_note})" if champion_note else "")
 
-    drift_columns = sorted(selection.scores, key=selection.scores.__getitem__, reverse=True)
-    reference = drift.build_reference(
-        train_rows,
-        [c for c in drift_columns if c in (*selection.numeric, *selection.categorical)][
-            :DRIFT_FEATURES
-        ],
-        scores=[float(p) for p in provisional.proba(train_rows)],
-        labels=[bool(v) for v in y_train],
-    )
+    reference = tabular_reference(provisional, train_rows, y_train, selection.scores)
     summary = {
         **_windows(split),
         "cleaning": cleaning.as_dict(),
@@ -353,6 +345,42 @@ class Amended:
         return list(self.inner.write(folder))
 
 
+def watched_columns(ranking: dict[str, float], columns: Sequence[str]) -> list[str]:
+    """The input columns the drift monitor watches: the most informative ones, leaving
+    out features computed from a party's earlier events (``*_vs_recent``), whose share
+    of missing values depends on how much history a window holds, not on the world."""
+    usable = [c for c in columns if not c.endswith("_vs_recent")]
+    return sorted(usable, key=lambda c: -ranking.get(c, 0.0))[:DRIFT_FEATURES]
+
+
+def tabular_reference(
+    served: Any, rows: Sequence[Any], y: np.ndarray, ranking: dict[str, float]
+) -> drift.DriftReference:
+    """The training distribution of a tabular model's watched features, its score and
+    its label rate: what the drift monitor compares recent decisions with."""
+    return drift.build_reference(
+        rows,
+        watched_columns(ranking, [*served.numeric, *served.categorical]),
+        scores=[float(p) for p in served.proba(rows)],
+        labels=[bool(v) for v in y],
+    )
+
+
+def first_references(fitted: Any, events: Sequence[Any], labels: Sequence[Any]) -> dict[str, Any]:
+    """The drift reference of a first model (trained by ``lifecycle.train_first``), as the
+    params to add to it: tabular models rank their columns by mutual information here,
+    text heads keep their training class mix."""
+    if fitted.family == "text":
+        return {"drift": drift.build_reference([], [], scores=[str(lb) for lb in labels]).to_json()}
+    from app.inference import tabular
+
+    rows = tabular.rows_in_order(fitted.spec, events)
+    y = np.asarray([int(bool(v)) for v in labels])
+    served = tabular.ServedTabular(_provisional_meta(fitted.spec.name, fitted), fitted.pipeline)
+    ranking = select_features(rows, y, fitted.numeric, fitted.categorical).scores
+    return {"drift": tabular_reference(served, rows, y, ranking).to_json()}
+
+
 def _provisional_meta(name: str, fitted: Any) -> ModelMeta:
     """A description good enough to compile and score a model not yet written."""
     return artifacts.describe(name, fitted, version=0, trained_on="", window=("", ""))
@@ -441,33 +469,32 @@ def _run_text(job: TrainJob, say: Progress) -> list[ModelResult]:
     holdout_texts = [
         features.ticket_text(e.event) for e in split.holdout if isinstance(e.event, Ticket)
     ]
-    results = []
-    for name in names:
-        results.append(
-            _judge_head(
-                job, name, fitted[name], split, holdout_texts, cleaning[name], per_head, say
-            )
-        )
-    return results
+    shared = _Holdout(split, holdout_texts, per_head, {})
+    return [_judge_head(job, name, fitted[name], shared, cleaning[name], say) for name in names]
 
 
 def _label(model: str) -> str:
     return model.split(".", 1)[1]
 
 
+@dataclass(frozen=True)
+class _Holdout:
+    """What the three heads are judged on, shared: the split, the holdout texts, each
+    head's examples by event id and the holdout embeddings per encoder variant."""
+
+    split: Split
+    texts: list[str]
+    per_head: dict[str, dict[str, Example]]
+    embedded: dict[str, Any]
+
+
 def _judge_head(
-    job: TrainJob,
-    name: str,
-    fitted: Any,
-    split: Split,
-    texts: list[str],
-    cleaning: dict[str, int],
-    per_head: dict[str, dict[str, Example]],
-    say: Progress,
+    job: TrainJob, name: str, fitted: Any, shared: _Holdout, cleaning: dict[str, int], say: Progress
 ) -> ModelResult:
     from app.inference import text
     from app.inference.lifecycle import load_served
 
+    split, texts, per_head, embedded = shared.split, shared.texts, shared.per_head, shared.embedded
     limits, run_id = job.limits, job.run_ids[name]
     y_true = [str(per_head[name][e.event_id].target) for e in split.holdout]
     say(f"{name}: writing the challenger")
@@ -484,7 +511,7 @@ def _judge_head(
     )
     challenger = load_served(job.models_dir, meta)
     assert isinstance(challenger, text.ServedText)
-    proba = _head_proba(challenger, texts)
+    proba = _head_proba(challenger, texts, embedded)
     challenger_metrics = multiclass_metrics(y_true, proba, challenger.head.classes)
     predicted = [challenger.head.classes[i] for i in proba.argmax(axis=1)]
     champion = job.champions.get(name)
@@ -495,7 +522,7 @@ def _judge_head(
         try:
             served = load_served(job.models_dir, champion)
             assert isinstance(served, text.ServedText)
-            champ_proba = _head_proba(served, texts)
+            champ_proba = _head_proba(served, texts, embedded)
             champion_metrics = multiclass_metrics(y_true, champ_proba, served.head.classes)
             champion_predicted = [served.head.classes[i] for i in champ_proba.argmax(axis=1)]
         except Exception as exc:
@@ -548,6 +575,10 @@ def _judge_head(
     )
 
 
-def _head_proba(served: Any, texts: list[str]) -> np.ndarray:
-    """The full head's class probabilities (embedding and TF-IDF), in its class order."""
-    return np.asarray(served.head.proba(served.embed(texts), served.lexical(texts)))
+def _head_proba(served: Any, texts: list[str], embedded: dict[str, Any]) -> np.ndarray:
+    """The full head's class probabilities (embedding and TF-IDF), in its class order;
+    the holdout is encoded once per encoder variant (``embedded`` caches it)."""
+    variant = str(served.variant)
+    if variant not in embedded:
+        embedded[variant] = served.embed(texts)
+    return np.asarray(served.head.proba(embedded[variant], served.lexical(texts)))

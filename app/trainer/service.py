@@ -253,8 +253,14 @@ class Trainer:
         process.start()
         send.close()
         try:
-            while not receive.poll():  # also true at end-of-file: the child is gone
-                await asyncio.sleep(0.2)
+            # Readable when the result arrives, and at end-of-file when the child died.
+            readable = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_reader(receive.fileno(), readable.set)
+            try:
+                await readable.wait()
+            finally:
+                loop.remove_reader(receive.fileno())
             try:
                 kind, payload = receive.recv()
             except EOFError:
