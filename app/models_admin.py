@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ConfigError
-from app.inference.lifecycle import load_served
+from app.inference.loading import load_served
 from app.settings import Settings
 from app.store import migrate
 from app.store.db import check_connection, create_engine

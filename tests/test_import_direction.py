@@ -26,6 +26,14 @@ PURE_MODULES = (
     "app.rules.loader",
     "app.rules.compile",
     "app.simulator.generate",
+    "app.simulator.outcomes",
+    "app.trainer.dataset",
+    "app.trainer.drift",
+    "app.trainer.evaluate",
+    "app.trainer.plots",
+    "app.trainer.report",
+    "app.trainer.search",
+    "app.trainer.job",
     *sorted(
         "schemas" if p.stem == "__init__" else f"schemas.{p.stem}"
         for p in (ROOT / "schemas").glob("*.py")

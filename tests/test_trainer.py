@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.inference import artifacts
-from app.inference.lifecycle import load_served
+from app.inference.loading import load_served
 from app.settings import Settings
 from app.simulator.generate import labelled_events
 from app.store import create_engine, upgrade

@@ -97,7 +97,7 @@ def scored_by(models_dir: Path, name: str, events: Sequence[EventBase]) -> list[
     """What the newest version of ``name`` in ``models_dir`` scores ``events`` (so that the
     ledger holds the scores the champion really gave)."""
     from app.inference import artifacts, tabular
-    from app.inference.lifecycle import load_served
+    from app.inference.loading import load_served
 
     meta = [m for m in artifacts.scan(models_dir) if m.name == name][-1]
     served = load_served(models_dir, meta)

@@ -27,6 +27,7 @@ from app.errors import ConfigError
 from app.inference import artifacts
 from app.inference.base import ModelMeta, Served
 from app.inference.catalog import MODELS
+from app.inference.loading import load_served
 from app.inference.scoring import Scorer, warm_up
 from app.store.ledger import Ledger
 from app.store.registry import InService, ModelRecord, ModelRegistry, VersionExists
@@ -35,23 +36,6 @@ from schemas import EVENT_MODELS, EventBase
 log = structlog.get_logger("arbiter.models")
 
 Progress = Callable[[str], None]
-
-
-def load_served(models_dir: Path, meta: ModelMeta) -> Served:
-    """Verify and load one version (runs in a worker thread: it reads and deserialises)."""
-    folder = artifacts.verify(models_dir, meta)
-    if meta.family == "tabular":
-        from app.inference import tabular
-
-        return tabular.load(folder, meta)
-    if meta.family == "text":
-        from app.inference import text
-
-        return text.load(folder, meta)
-    raise ConfigError(
-        f"model {meta.name} {meta.tag} has unknown family {meta.family!r} "
-        "(known: tabular, text): retire the version"
-    )
 
 
 def train_first(

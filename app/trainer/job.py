@@ -396,7 +396,7 @@ def _champion_binary(
     if champion is None:
         return None, None, "no champion yet"
     from app.inference import tabular
-    from app.inference.lifecycle import load_served
+    from app.inference.loading import load_served
 
     try:
         served = load_served(models_dir, champion)
@@ -492,7 +492,7 @@ def _judge_head(
     job: TrainJob, name: str, fitted: Any, shared: _Holdout, cleaning: dict[str, int], say: Progress
 ) -> ModelResult:
     from app.inference import text
-    from app.inference.lifecycle import load_served
+    from app.inference.loading import load_served
 
     split, texts, per_head, embedded = shared.split, shared.texts, shared.per_head, shared.embedded
     limits, run_id = job.limits, job.run_ids[name]
