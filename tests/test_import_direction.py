@@ -27,6 +27,7 @@ PURE_MODULES = (
     "app.rules.compile",
     "app.simulator.generate",
     "app.simulator.outcomes",
+    "app.simulator.breakage",
     "app.trainer.dataset",
     "app.trainer.drift",
     "app.trainer.evaluate",
@@ -34,6 +35,8 @@ PURE_MODULES = (
     "app.trainer.report",
     "app.trainer.search",
     "app.trainer.job",
+    "app.trainer.job_tabular",
+    "app.trainer.job_text",
     *sorted(
         "schemas" if p.stem == "__init__" else f"schemas.{p.stem}"
         for p in (ROOT / "schemas").glob("*.py")

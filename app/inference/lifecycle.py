@@ -44,7 +44,8 @@ def train_first(
     """Train version 1 of ``names`` on simulator data and write them (not registered)."""
     from app.inference import tabular, text
     from app.simulator.generate import training_set
-    from app.trainer.job import Amended, first_references
+    from app.trainer.job import Amended
+    from app.trainer.job_tabular import first_references
 
     written: dict[str, ModelMeta] = {}
     for spec in tabular.SPECS:

@@ -1,0 +1,255 @@
+"""A tabular model's training run (``job.run_job`` for ``transaction.fraud`` and
+``order.risk``), and the drift reference every tabular version carries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.inference import artifacts
+from app.inference.base import ModelMeta
+from app.inference.loading import load_served
+from app.trainer import drift
+from app.trainer.dataset import NotEnoughData, build_examples, sample_weights, time_split
+from app.trainer.evaluate import PRIMARY, binary_metrics, verdict
+from app.trainer.job import Amended, ModelResult, Progress, TrainJob, windows
+from app.trainer.report import Curves, ReportData, write_report
+from app.trainer.search import search, select_features
+
+DRIFT_FEATURES = 6  # the most informative input columns watched for drift, per model
+IMPORTANCES_SHOWN = 15
+
+
+def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
+    from app.inference import tabular
+
+    limits, run_id = job.limits, job.run_ids[name]
+    spec = tabular.spec_for(name)
+    say(f"{name}: building the dataset from {len(job.records):,} labelled decisions")
+    examples, cleaning = build_examples(name, job.records, max_rows=limits.max_rows)
+    try:
+        split = time_split(
+            examples,
+            holdout_share=limits.holdout_share,
+            min_train=limits.min_train,
+            min_holdout=limits.min_holdout,
+        )
+    except NotEnoughData as exc:
+        return ModelResult(
+            name, run_id, "skipped", str(exc), summary={"cleaning": cleaning.as_dict()}
+        )
+
+    say(f"{name}: feature rows ({len(split.train):,} train, {len(split.holdout):,} holdout)")
+    ordered = [*split.train, *split.holdout]
+    rows = tabular.rows_in_order(spec, [e.event for e in ordered])
+    cut = len(split.train)
+    train_rows, holdout_rows = rows[:cut], rows[cut:]
+    y_train = np.asarray([int(bool(e.target)) for e in split.train])
+    y_holdout = np.asarray([int(bool(e.target)) for e in split.holdout])
+    weights = sample_weights(
+        y_train, [e.occurred_at for e in split.train], half_life_days=limits.half_life_days
+    )
+
+    numeric, categorical = tabular.discover_columns(train_rows)
+    say(f"{name}: feature selection over {len(numeric) + len(categorical)} input columns")
+    selection = select_features(
+        train_rows,
+        y_train,
+        numeric,
+        categorical,
+        max_features=limits.max_features,
+        seed=limits.seed,
+    )
+    x_train = tabular.pipeline_input(train_rows, selection.numeric, selection.categorical)
+    say(f"{name}: model search ({limits.budget_s:.0f} s budget, {limits.folds}-fold time CV)")
+    found = search(
+        x_train,
+        y_train,
+        weights,
+        selection.numeric,
+        selection.categorical,
+        estimators=limits.estimators,
+        budget_s=limits.budget_s,
+        folds=limits.folds,
+        seed=limits.seed,
+        on_trial=lambda t: say(
+            f"{name}: tried {t.estimator} {t.params} → CV roc_auc {t.cv_score:.4f}"
+        ),
+    )
+    best = found.best
+    say(f"{name}: refitting {best.estimator} {best.params} on all training rows")
+    started = time.perf_counter()
+    fitted = tabular.fit_rows(
+        spec,
+        train_rows,
+        y_train,
+        numeric=selection.numeric,
+        categorical=selection.categorical,
+        estimator=best.estimator,
+        params=best.params,
+        weights=weights,
+        window=split.train_window,
+        seed=limits.seed,
+    )
+    fit_s = time.perf_counter() - started
+
+    # Judge: both models on the same holdout rows.
+    provisional = tabular.ServedTabular(_provisional_meta(name, fitted), fitted.pipeline)
+    challenger_proba = provisional.proba(holdout_rows)
+    challenger_metrics = binary_metrics(y_holdout, challenger_proba, review_rate=limits.review_rate)
+    champion = job.champions.get(name)
+    champion_proba, champion_metrics, champion_note = _champion_binary(
+        job.models_dir, champion, holdout_rows, y_holdout, limits.review_rate
+    )
+    primary = PRIMARY["binary"]
+    judged = verdict(champion_metrics, challenger_metrics, metric=primary, margin=limits.margin)
+    reason = judged.reason + (f" ({champion_note})" if champion_note else "")
+
+    reference = tabular_reference(provisional, train_rows, y_train, selection.scores)
+    summary = {
+        **windows(split),
+        "cleaning": cleaning.as_dict(),
+        "selection": {
+            "kept": [*selection.numeric, *selection.categorical],
+            "dropped": list(selection.dropped),
+            "scores": {k: round(v, 5) for k, v in selection.scores.items()},
+        },
+        "candidates": [t.as_dict() for t in found.trials],
+        "search": {
+            "budget_s": found.budget_s,
+            "spent_s": round(found.spent_s, 2),
+            "stopped_by_budget": found.stopped_by_budget,
+            "best": best.as_dict(),
+        },
+        "refit_s": round(fit_s, 2),
+        "metric": primary,
+        "margin": limits.margin,
+    }
+    metrics = {**challenger_metrics, "cv_" + primary: best.cv_score}
+    say(f"{name}: writing the challenger")
+    meta = artifacts.write_version(
+        job.models_dir,
+        name,
+        Amended(fitted, metrics, {"drift": reference.to_json(), "trainer_run": run_id}),
+        trained_on=f"outcomes: {len(split.train):,} labelled decisions (run {run_id})",
+        window=split.train_window,
+    )
+    served = tabular.load(artifacts.verify(job.models_dir, meta), meta)  # loads, or refuses
+    importances = _importances(served, holdout_rows)
+    say(f"{name}: writing the report")
+    report = write_report(
+        job.reports_dir / name / f"run-{run_id}",
+        ReportData(
+            model=name,
+            run_id=run_id,
+            trigger=job.trigger,
+            decision="promoted" if judged.promote else "kept",
+            reason=reason,
+            champion_version=champion.version if champion else None,
+            challenger_version=meta.version,
+            train_window=split.train_window,
+            holdout_window=split.holdout_window,
+            n_train=len(split.train),
+            n_holdout=len(split.holdout),
+            cleaning=cleaning.as_dict(),
+            candidates=[t.as_dict() for t in found.trials],
+            champion_metrics=champion_metrics or {},
+            challenger_metrics=challenger_metrics,
+            curves=Curves(
+                y_true=[int(v) for v in y_holdout],
+                champion=None if champion_proba is None else [float(p) for p in champion_proba],
+                challenger=[float(p) for p in challenger_proba],
+            ),
+            importances=importances,
+        ),
+    )
+    return ModelResult(
+        name,
+        run_id,
+        "trained",
+        reason,
+        promote=judged.promote,
+        challenger=meta,
+        champion_version=champion.version if champion else None,
+        champion_metrics=champion_metrics or {},
+        challenger_metrics=challenger_metrics,
+        summary=summary,
+        report=str(report),
+    )
+
+
+def watched_columns(ranking: dict[str, float], columns: Sequence[str]) -> list[str]:
+    """The input columns the drift monitor watches: the most informative ones, leaving
+    out features computed from a party's earlier events (``*_vs_recent``), whose share
+    of missing values depends on how much history a window holds, not on the world."""
+    usable = [c for c in columns if not c.endswith("_vs_recent")]
+    return sorted(usable, key=lambda c: -ranking.get(c, 0.0))[:DRIFT_FEATURES]
+
+
+def tabular_reference(
+    served: Any, rows: Sequence[Any], y: np.ndarray, ranking: dict[str, float]
+) -> drift.DriftReference:
+    """The training distribution of a tabular model's watched features, its score and
+    its label rate: what the drift monitor compares recent decisions with."""
+    return drift.build_reference(
+        rows,
+        watched_columns(ranking, [*served.numeric, *served.categorical]),
+        scores=[float(p) for p in served.proba(rows)],
+        labels=[bool(v) for v in y],
+    )
+
+
+def first_references(fitted: Any, events: Sequence[Any], labels: Sequence[Any]) -> dict[str, Any]:
+    """The drift reference of a first model (trained by ``lifecycle.train_first``), as the
+    params to add to it: tabular models rank their columns by mutual information here,
+    text heads keep their training class mix."""
+    if fitted.family == "text":
+        return {"drift": drift.build_reference([], [], scores=[str(lb) for lb in labels]).to_json()}
+    from app.inference import tabular
+
+    rows = tabular.rows_in_order(fitted.spec, events)
+    y = np.asarray([int(bool(v)) for v in labels])
+    served = tabular.ServedTabular(_provisional_meta(fitted.spec.name, fitted), fitted.pipeline)
+    ranking = select_features(rows, y, fitted.numeric, fitted.categorical).scores
+    return {"drift": tabular_reference(served, rows, y, ranking).to_json()}
+
+
+def _provisional_meta(name: str, fitted: Any) -> ModelMeta:
+    """A description good enough to compile and score a model not yet written."""
+    return artifacts.describe(name, fitted, version=0, trained_on="", window=("", ""))
+
+
+def _champion_binary(
+    models_dir: Path,
+    champion: ModelMeta | None,
+    rows: Sequence[Any],
+    y: np.ndarray,
+    review_rate: float,
+) -> tuple[np.ndarray | None, dict[str, float] | None, str]:
+    if champion is None:
+        return None, None, "no champion yet"
+    from app.inference import tabular
+
+    try:
+        served = load_served(models_dir, champion)
+    except Exception as exc:
+        return None, None, f"champion {champion.tag} could not be loaded: {exc}"
+    assert isinstance(served, tabular.ServedTabular)
+    proba = served.proba(rows)
+    return proba, binary_metrics(y, proba, review_rate=review_rate), ""
+
+
+def _importances(served: Any, rows: Sequence[Any]) -> list[tuple[str, float]]:
+    """Mean |contribution| in log-odds per feature over the holdout (the explanations'
+    own method: exact terms for logistic regression, occlusion for trees)."""
+    sample = list(rows[:2000])
+    if not sample:
+        return []
+    found = served.contributions(sample)
+    mean = np.abs(found.terms).mean(axis=0)
+    order = np.argsort(-mean)[:IMPORTANCES_SHOWN]
+    return [(str(found.names[i]), round(float(mean[i]), 5)) for i in order]
