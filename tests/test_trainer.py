@@ -166,11 +166,12 @@ async def test_a_worse_challenger_is_kept_as_challenger_and_the_champion_stays(
     settings: Settings, migrated_sqlite: AsyncEngine
 ) -> None:
     """Outcomes with 35 % label noise train a weaker model than the champion (trained on
-    30,000 clean events): it is registered as a challenger, the champion keeps serving,
-    and the run says why."""
+    30,000 clean events): it is registered as a challenger (in shadow, as
+    ARBITER_TRAINER_SHADOW_KEPT asks), the champion keeps serving, and the run says why."""
     engine = migrated_sqlite
     registry = await _registered(engine, settings)
-    trainer = Trainer(settings, engine, holder="test")
+    kept_in_shadow = settings.model_copy(update={"trainer_shadow_kept": True})
+    trainer = Trainer(kept_in_shadow, engine, holder="test")
     trainer.limits = FAST
     events, labels = labelled_events("transaction", 1600, seed=61, label_noise=0.35)
     await seed(Ledger(engine), OutcomeStore(engine), events, labels, model=NAME)
@@ -183,6 +184,7 @@ async def test_a_worse_challenger_is_kept_as_challenger_and_the_champion_stays(
     challenger = await registry.get(NAME, run.version or 0)
     assert challenger is not None
     assert challenger.status == "challenger"
+    assert challenger.shadow
     (history,) = await TrainingStore(engine).runs(NAME)
     assert history.challenger_metrics["roc_auc"] < history.champion_metrics["roc_auc"]
 
@@ -305,3 +307,86 @@ def test_the_ticket_heads_retrain_together_from_agent_confirmed_labels(
         assert result.summary["n_holdout"] == 200
         folder = Path(result.report).parent
         assert any(p.name.startswith("confusion-") for p in folder.iterdir())
+
+
+async def test_a_champion_losing_its_edge_on_recent_outcomes_triggers_a_drift_retrain(
+    settings: Settings, migrated_sqlite: AsyncEngine
+) -> None:
+    """Decisions made after the fraud pattern changed, scored by the champion: too few
+    new outcomes for a regular retrain, but its ROC-AUC on them falls far below its
+    holdout's, so the monitor says why and the model is due with trigger ``drift``."""
+    from app.trainer.monitor import DriftLimits, measure
+
+    engine = migrated_sqlite
+    registry = await _registered(engine, settings)
+    trainer = Trainer(settings.model_copy(update={"trainer_min_new": 5000}), engine)
+    events, labels = labelled_events("transaction", 1200, seed=97, drift_at=0)
+    scores = scored_by(settings.resolved_models_dir, NAME, events)
+    await seed(Ledger(engine), OutcomeStore(engine), events, labels, model=NAME, scores=scores)
+    status = await measure(engine, registry, NAME, DriftLimits())
+    assert status.recent_auc is not None
+    assert status.holdout_auc is not None
+    assert status.recent_auc <= status.holdout_auc - 0.15, status
+    assert any("ROC-AUC on recent outcomes" in r for r in status.reasons)
+    assert status.psi, "the first model carries a drift reference: PSI is measured"
+    assert (await trainer.due()).get(NAME) == "drift"
+
+
+async def test_a_shifted_feature_shows_as_a_psi_alert_on_that_feature(
+    settings: Settings, migrated_sqlite: AsyncEngine
+) -> None:
+    """Every recent transaction arrives through one channel (the training mix had five):
+    the channel's PSI passes the alert threshold and is the worst; the score and the
+    label rate are reported beside it."""
+    from app.trainer.drift import PSI_ALERT
+    from app.trainer.monitor import DriftLimits, measure
+
+    engine = migrated_sqlite
+    registry = await _registered(engine, settings)
+    events, labels = labelled_events("transaction", 800, seed=98)
+    shifted = [e.model_copy(update={"channel": "atm"}) for e in events]
+    scores = scored_by(settings.resolved_models_dir, NAME, shifted)
+    await seed(Ledger(engine), OutcomeStore(engine), shifted, labels, model=NAME, scores=scores)
+    status = await measure(engine, registry, NAME, DriftLimits())
+    assert status.report is not None
+    assert status.psi["channel"] >= PSI_ALERT, status.psi
+    assert status.report.worst is not None
+    assert status.report.worst[0] == "channel"
+    assert "score" in status.psi
+    assert status.report.label_rate is not None
+    assert any("PSI of channel" in r for r in status.reasons)
+
+
+async def test_the_schedule_trains_a_model_with_new_outcomes_once_its_interval_passed(
+    settings: Settings, migrated_sqlite: AsyncEngine
+) -> None:
+    """With ARBITER_TRAINER_EVERY_H set, a model with some new outcomes (fewer than
+    MIN_NEW) is due with trigger ``schedule`` once the interval since its last run has
+    passed — and not before."""
+    import asyncio
+
+    engine = migrated_sqlite
+    await _registered(engine, settings)
+    events, labels = labelled_events("transaction", 300, seed=99)
+    scores = scored_by(settings.resolved_models_dir, NAME, events)
+    store = TrainingStore(engine)
+    last = await store.open_run(NAME, "manual", "test", 0)
+    await store.close_run(last, "kept", reason="earlier run")
+    await seed(Ledger(engine), OutcomeStore(engine), events, labels, model=NAME, scores=scores)
+    hourly = Trainer(settings.model_copy(update={"trainer_every_h": 1.0}), engine)
+    assert NAME not in await hourly.due(), "an hour has not passed"
+    quick = Trainer(settings.model_copy(update={"trainer_every_h": 0.5 / 3600}), engine)
+    await asyncio.sleep(0.6)
+    assert (await quick.due()).get(NAME) == "schedule"
+
+
+def test_the_auc_standard_error_shrinks_with_more_outcomes() -> None:
+    """Hanley & McNeil: 27 positives in 300 give a wide interval (a 0.06 drop is within
+    noise), 300 in 3,000 a narrow one."""
+    from app.trainer.monitor import auc_standard_error
+
+    small = auc_standard_error(0.84, 27, 273)
+    large = auc_standard_error(0.84, 300, 2700)
+    assert 0.03 < small < 0.06
+    assert large < small / 2.5
+    assert auc_standard_error(1.0, 10, 10) == 0.0

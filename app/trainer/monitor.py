@@ -101,13 +101,16 @@ async def measure(
             )
     else:
         note = f"{tag} has no drift reference (trained before drift tracking): PSI not measured"
-    recent_auc = _recent_auc(model, scores, labels) if MODELS[model] == "tabular" else None
-    if recent_auc is not None and holdout_auc is not None:
+    found = _recent_auc(model, scores, labels) if MODELS[model] == "tabular" else None
+    recent_auc = found[0] if found else None
+    if found is not None and holdout_auc is not None:
         metrics.DRIFT_AUC.labels(model=model, window="holdout").set(holdout_auc)
-        if holdout_auc - recent_auc >= limits.auc_drop:
+        # A small window's ROC-AUC is noisy: the drop must also exceed two standard errors.
+        needed = max(limits.auc_drop, 2 * found[1])
+        if holdout_auc - found[0] >= needed:
             reasons.append(
-                f"ROC-AUC on recent outcomes {recent_auc:.3f} vs {holdout_auc:.3f} on its "
-                f"holdout (drop threshold {limits.auc_drop})"
+                f"ROC-AUC on recent outcomes {found[0]:.3f} vs {holdout_auc:.3f} on its "
+                f"holdout (drop threshold {needed:.3f})"
             )
     return DriftStatus(
         model,
@@ -152,9 +155,11 @@ def _population(
     return report
 
 
-def _recent_auc(model: str, scores: list[object], labels: list[bool | str | None]) -> float | None:
-    """The champion's ROC-AUC on the recent decisions that have an outcome (None with too
-    few of them or only one class)."""
+def _recent_auc(
+    model: str, scores: list[object], labels: list[bool | str | None]
+) -> tuple[float, float] | None:
+    """The champion's ROC-AUC on the recent decisions that have an outcome, with its
+    standard error (None with too few of them or only one class)."""
     pairs = [
         (int(v), float(s))
         for v, s in zip(labels, scores, strict=True)
@@ -165,6 +170,18 @@ def _recent_auc(model: str, scores: list[object], labels: list[bool | str | None
         return None
     found = binary_metrics(np.asarray([v for v, _ in pairs]), np.asarray([s for _, s in pairs]))
     auc = found.get("roc_auc")
-    if auc is not None:
-        metrics.DRIFT_AUC.labels(model=model, window="recent").set(auc)
-    return auc
+    if auc is None:
+        return None
+    metrics.DRIFT_AUC.labels(model=model, window="recent").set(auc)
+    return auc, auc_standard_error(auc, positives, len(pairs) - positives)
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil (1982): the standard error of a ROC-AUC estimated from
+    ``positives`` and ``negatives`` examples."""
+    q1 = auc / (2 - auc)
+    q2 = 2 * auc * auc / (1 + auc)
+    variance = (
+        auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)
+    ) / (positives * negatives)
+    return float(np.sqrt(max(variance, 0.0)))
