@@ -207,6 +207,9 @@ class BatchProcessor:
             initargs=(text_threads,),
         )
         self._windows = Correlator(window_specs(rules.rulesets), ledger, self._worker)
+        # One batch at a time: the consume loop and synchronous callers (the HTTP API's
+        # /v1/decide) share the windows, the rules engine and the decide thread.
+        self._busy = asyncio.Lock()
 
     def swap_scorer(self, scorer: Scorer) -> None:
         """Put other model versions in service; called between batches only."""
@@ -215,9 +218,10 @@ class BatchProcessor:
     async def swap_rules(self, rulesets: Mapping[str, RuleSet]) -> None:
         """Put new rulesets in service between batches, on the decide thread (durable_rules is
         driven from that one thread only); their windows keep or seed their state."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._worker, self._rules.replace, rulesets)
-        await self._windows.reconfigure(window_specs(rulesets))
+        async with self._busy:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._worker, self._rules.replace, rulesets)
+            await self._windows.reconfigure(window_specs(rulesets))
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
@@ -317,13 +321,14 @@ class BatchProcessor:
     async def process(self, records: Sequence[InRecord]) -> BatchResult:
         """Decide one batch; see the module docstring. Raises on failure (the caller
         rewinds); correlation windows are then rebuilt before the next attempt."""
-        if self._windows.dirty:
-            await self._windows.rebuild()
-        try:
-            return await self._process(records)
-        except BaseException:
-            self._windows.dirty = self._windows.active
-            raise
+        async with self._busy:
+            if self._windows.dirty:
+                await self._windows.rebuild()
+            try:
+                return await self._process(records)
+            except BaseException:
+                self._windows.dirty = self._windows.active
+                raise
 
     async def _store_outcomes(
         self, records: Sequence[InRecord], result: BatchResult, at: datetime
