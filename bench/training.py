@@ -329,7 +329,7 @@ def limits_note(results: Sequence[tuple[int, Any, Any]], args: argparse.Namespac
         "whatever else ran (load average above)"
         + (
             f". Above {args.max_rows:,} ({', '.join(f'{n:,}' for n in capped)}) the trainer "
-            "validates every record, then keeps the newest max_rows"
+            "validates newest first and stops at max_rows usable examples; older ones are unread"
             if capped
             else ""
         )
