@@ -33,6 +33,7 @@ from typing import Any
 from app.inference.base import ModelMeta
 from app.inference.catalog import MODELS
 from app.trainer.dataset import Split
+from app.trainer.report import Confusion, Curves, ReportData, write_report
 
 Progress = Callable[[str], None]
 
@@ -169,3 +170,66 @@ class Amended:
 
     def write(self, folder: Path) -> list[str]:
         return list(self.inner.write(folder))
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a family's run found, for the common end of every run (``conclude``)."""
+
+    name: str
+    run_id: int
+    challenger: ModelMeta  # written, not registered
+    champion: ModelMeta | None
+    promote: bool
+    reason: str
+    split: Split
+    cleaning: dict[str, int]
+    summary: dict[str, Any]
+    champion_metrics: dict[str, float] | None
+    challenger_metrics: dict[str, float]
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    curves: Curves | None = None
+    importances: list[tuple[str, float]] = field(default_factory=list)
+    confusions: list[Confusion] = field(default_factory=list)
+
+
+def conclude(job: TrainJob, found: Judgement, say: Progress) -> ModelResult:
+    """Write the run's report and describe the result for the caller to register."""
+    say(f"{found.name}: writing the report")
+    split = found.split
+    report = write_report(
+        job.reports_dir / found.name / f"run-{found.run_id}",
+        ReportData(
+            model=found.name,
+            run_id=found.run_id,
+            trigger=job.trigger,
+            decision="promoted" if found.promote else "kept",
+            reason=found.reason,
+            champion_version=found.champion.version if found.champion else None,
+            challenger_version=found.challenger.version,
+            train_window=split.train_window,
+            holdout_window=split.holdout_window,
+            n_train=len(split.train),
+            n_holdout=len(split.holdout),
+            cleaning=found.cleaning,
+            candidates=found.candidates,
+            champion_metrics=found.champion_metrics or {},
+            challenger_metrics=found.challenger_metrics,
+            curves=found.curves,
+            importances=found.importances,
+            confusions=found.confusions,
+        ),
+    )
+    return ModelResult(
+        found.name,
+        found.run_id,
+        "trained",
+        found.reason,
+        promote=found.promote,
+        challenger=found.challenger,
+        champion_version=found.champion.version if found.champion else None,
+        champion_metrics=found.champion_metrics or {},
+        challenger_metrics=found.challenger_metrics,
+        summary=found.summary,
+        report=str(report),
+    )

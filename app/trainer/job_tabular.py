@@ -16,8 +16,16 @@ from app.inference.loading import load_served
 from app.trainer import drift
 from app.trainer.dataset import NotEnoughData, build_examples, sample_weights, time_split
 from app.trainer.evaluate import PRIMARY, binary_metrics, verdict
-from app.trainer.job import Amended, ModelResult, Progress, TrainJob, windows
-from app.trainer.report import Curves, ReportData, write_report
+from app.trainer.job import (
+    Amended,
+    Judgement,
+    ModelResult,
+    Progress,
+    TrainJob,
+    conclude,
+    windows,
+)
+from app.trainer.report import Curves
 from app.trainer.search import search, select_features
 
 DRIFT_FEATURES = 6  # the most informative input columns watched for drift, per model
@@ -140,25 +148,21 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
     )
     served = tabular.load(artifacts.verify(job.models_dir, meta), meta)  # loads, or refuses
     importances = _importances(served, holdout_rows)
-    say(f"{name}: writing the report")
-    report = write_report(
-        job.reports_dir / name / f"run-{run_id}",
-        ReportData(
-            model=name,
+    return conclude(
+        job,
+        Judgement(
+            name=name,
             run_id=run_id,
-            trigger=job.trigger,
-            decision="promoted" if judged.promote else "kept",
+            challenger=meta,
+            champion=champion,
+            promote=judged.promote,
             reason=reason,
-            champion_version=champion.version if champion else None,
-            challenger_version=meta.version,
-            train_window=split.train_window,
-            holdout_window=split.holdout_window,
-            n_train=len(split.train),
-            n_holdout=len(split.holdout),
+            split=split,
             cleaning=cleaning.as_dict(),
-            candidates=[t.as_dict() for t in found.trials],
-            champion_metrics=champion_metrics or {},
+            summary=summary,
+            champion_metrics=champion_metrics,
             challenger_metrics=challenger_metrics,
+            candidates=[t.as_dict() for t in found.trials],
             curves=Curves(
                 y_true=[int(v) for v in y_holdout],
                 champion=None if champion_proba is None else [float(p) for p in champion_proba],
@@ -166,19 +170,7 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
             ),
             importances=importances,
         ),
-    )
-    return ModelResult(
-        name,
-        run_id,
-        "trained",
-        reason,
-        promote=judged.promote,
-        challenger=meta,
-        champion_version=champion.version if champion else None,
-        champion_metrics=champion_metrics or {},
-        challenger_metrics=challenger_metrics,
-        summary=summary,
-        report=str(report),
+        say,
     )
 
 

@@ -14,8 +14,16 @@ from app.inference.loading import load_served
 from app.trainer import drift
 from app.trainer.dataset import Example, NotEnoughData, Split, build_examples, time_split
 from app.trainer.evaluate import PRIMARY, multiclass_metrics, verdict
-from app.trainer.job import Amended, ModelResult, Progress, TrainJob, windows
-from app.trainer.report import Confusion, ReportData, write_report
+from app.trainer.job import (
+    Amended,
+    Judgement,
+    ModelResult,
+    Progress,
+    TrainJob,
+    conclude,
+    windows,
+)
+from app.trainer.report import Confusion
 from schemas import Ticket
 
 
@@ -127,23 +135,19 @@ def _judge_head(
     judged = verdict(champion_metrics, challenger_metrics, metric=primary, margin=limits.margin)
     reason = judged.reason + (f" ({note})" if note else "")
     summary = {**windows(split), "cleaning": cleaning, "metric": primary, "margin": limits.margin}
-    report = write_report(
-        job.reports_dir / name / f"run-{run_id}",
-        ReportData(
-            model=name,
+    return conclude(
+        job,
+        Judgement(
+            name=name,
             run_id=run_id,
-            trigger=job.trigger,
-            decision="promoted" if judged.promote else "kept",
+            challenger=meta,
+            champion=champion,
+            promote=judged.promote,
             reason=reason,
-            champion_version=champion.version if champion else None,
-            challenger_version=meta.version,
-            train_window=split.train_window,
-            holdout_window=split.holdout_window,
-            n_train=len(split.train),
-            n_holdout=len(split.holdout),
+            split=split,
             cleaning=cleaning,
-            candidates=[],
-            champion_metrics=champion_metrics or {},
+            summary=summary,
+            champion_metrics=champion_metrics,
             challenger_metrics=challenger_metrics,
             confusions=[
                 Confusion(
@@ -155,19 +159,7 @@ def _judge_head(
                 )
             ],
         ),
-    )
-    return ModelResult(
-        name,
-        run_id,
-        "trained",
-        reason,
-        promote=judged.promote,
-        challenger=meta,
-        champion_version=champion.version if champion else None,
-        champion_metrics=champion_metrics or {},
-        challenger_metrics=challenger_metrics,
-        summary=summary,
-        report=str(report),
+        say,
     )
 
 
