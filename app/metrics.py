@@ -49,3 +49,11 @@ DRIFT_AUC = Gauge(
     "training holdout (window=holdout).",
     ["model", "window"],
 )
+
+WEBHOOK_DELIVERIES = Counter(
+    "arbiter_webhook_deliveries_total",
+    "Webhook delivery attempts by endpoint and result: delivered (2xx), retry (5xx, 408, "
+    "429, timeout or connection error; tried again later) and failed (a 4xx, or the last "
+    "allowed attempt: the delivery is dead-lettered until `arbiter deliveries retry`).",
+    ["endpoint", "result"],
+)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from app.inference.lifecycle import (
 )
 from app.inference.scoring import Scorer
 from app.metrics import RULES_RELOADS
+from app.outbox.config import Endpoints, check_rule_webhooks, load_endpoints
 from app.pipeline.processor import BatchProcessor, BatchResult, summarise
 from app.pipeline.stages import InRecord
 from app.rules.engine import RulesEngine
@@ -102,6 +104,7 @@ class Components:
     publish: Callable[[Sequence[OutMessage]], Awaitable[None]]
     registry: ModelRegistry
     outcomes: OutcomeStore
+    endpoints: Endpoints  # webhook endpoints (connectors file)
 
 
 @contextlib.asynccontextmanager
@@ -124,6 +127,9 @@ async def start_components(
 
         say(f"loading rules from {settings.rules_dir}")
         rules = load_rules_engine(settings)
+        endpoints = load_endpoints(settings.connectors_file, os.environ)
+        for name in check_rule_webhooks(rules.rulesets, endpoints):
+            log.warning("rules name a disabled webhook endpoint", endpoint=name)
 
         bootstrap = settings.kafka_bootstrap
         if not bootstrap:
@@ -174,6 +180,7 @@ async def start_components(
             max_event_bytes=settings.max_event_bytes,
             text_threads=settings.text_threads,
             outcomes=outcome_store,
+            endpoints=endpoints,
         )
         stack.callback(processor.close)
         yield Components(
@@ -187,6 +194,7 @@ async def start_components(
             publish,
             registry,
             outcome_store,
+            endpoints,
         )
 
 
@@ -319,6 +327,16 @@ class ConsumeLoop:
                 "rules change refused; the rules in service keep serving",
                 rules_dir=str(self._settings.rules_dir),
                 problems=[str(p) for p in change.problems],
+            )
+            return
+        try:
+            check_rule_webhooks(change.rulesets, self._c.endpoints)
+        except ConfigError as exc:
+            RULES_RELOADS.labels(result="refused").inc()
+            log.error(
+                "rules change refused; the rules in service keep serving",
+                rules_dir=str(self._settings.rules_dir),
+                problems=[str(exc)],
             )
             return
         await ensure_topics(

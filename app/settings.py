@@ -31,6 +31,11 @@ def _default_rules_dir() -> Path:
     return here if here.is_dir() else _REPO_ROOT / "rules"
 
 
+def _default_connectors_file() -> Path:
+    here = Path("connectors") / "connectors.yaml"
+    return here if here.is_file() else _REPO_ROOT / "connectors" / "connectors.yaml"
+
+
 class Settings(BaseSettings):
     """Everything Arbiter can be told; every field maps to ``ARBITER_<FIELD>``."""
 
@@ -162,6 +167,69 @@ class Settings(BaseSettings):
     log_level: str = "info"
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    # The HTTP API (app/api), served by `arbiter run` in the consumer's event loop.
+    http_enabled: bool = Field(default=True, description="Serve the HTTP API in `arbiter run`.")
+    http_host: str = Field(default="127.0.0.1", description="Interface the HTTP API binds to.")
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="HTTP API port; 0 picks a free one (tests)."
+    )
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body the API reads; a larger one gets 413 while it is "
+        "still arriving.",
+    )
+    http_max_batch: int = Field(
+        default=1_000, ge=1, le=100_000, description="Most events or outcomes in one request."
+    )
+    http_rate_per_s: float = Field(
+        default=200.0, gt=0, description="Requests per second each API key may make (sustained)."
+    )
+    http_rate_burst: int = Field(
+        default=400, ge=1, description="Requests an API key may make at once before 429s."
+    )
+    api_auth: bool = Field(
+        default=True,
+        description="Require API keys (`arbiter keys create`); false opens the API to anyone "
+        "who can reach it (local demos only — /readyz and the log say so).",
+    )
+    api_key_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long API keys are cached in memory: a revocation takes effect "
+        "within this time.",
+    )
+    # Webhooks (app/outbox): endpoints in the connectors file, sent by the outbox relay.
+    connectors_file: Path = Field(
+        default_factory=_default_connectors_file,
+        description="The webhook endpoints file (secrets come from the environment).",
+    )
+    webhooks_enabled: bool = Field(
+        default=True,
+        description="Run the webhook relay inside `arbiter run` (deliveries are stored in the "
+        "outbox either way; any process with the relay on sends them).",
+    )
+    webhook_poll_s: float = Field(
+        default=0.5, gt=0, description="How often an idle relay looks for due deliveries."
+    )
+    webhook_batch: int = Field(
+        default=100, ge=1, le=10_000, description="Deliveries the relay leases per round."
+    )
+    webhook_concurrency: int = Field(
+        default=16, ge=1, le=1_000, description="Requests the relay has in flight at once."
+    )
+    webhook_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a leased delivery is the relay's alone; after a crash, the rows "
+        "come back this long after the claim. Keep it above every endpoint's timeout_s.",
+    )
+    webhook_backoff_base_s: float = Field(
+        default=1.0, gt=0, description="First retry waits up to this long (full jitter)."
+    )
+    webhook_backoff_cap_s: float = Field(
+        default=300.0, gt=0, description="No retry waits longer than this (unless Retry-After)."
+    )
 
     @field_validator("event_types", mode="before")
     @classmethod

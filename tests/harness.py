@@ -20,7 +20,11 @@ from aiokafka.structs import ConsumerRecord
 from app.simulator.emit import emit
 from app.simulator.generate import SimEvent
 
-FAST_GROUP = {"ARBITER_SESSION_TIMEOUT_MS": "2000", "ARBITER_HEARTBEAT_INTERVAL_MS": "300"}
+FAST_GROUP = {
+    "ARBITER_SESSION_TIMEOUT_MS": "2000",
+    "ARBITER_HEARTBEAT_INTERVAL_MS": "300",
+    "ARBITER_HTTP_PORT": "0",  # several processes per test: each on a free port
+}
 
 
 class ArbiterProcess:

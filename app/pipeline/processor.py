@@ -3,8 +3,9 @@
 For one consumed batch it decodes, drops what the ledger has already decided, scores
 and runs the rules (one worker-thread call for the whole batch: one ``predict_proba``
 per model, one rules pass per type), stores decisions and dead letters in one
-transaction, publishes them, and marks them published. Offsets are committed by the
-caller only after ``process`` returns.
+transaction (with the webhook deliveries they owe: the outbox), publishes them, and
+marks them published. Offsets are committed by the caller only after ``process``
+returns.
 
 Exactly one decision per ``event_id``: the ledger's unique key decides who wins; a
 redelivered event whose decision is stored but was never published (a crash between
@@ -26,6 +27,8 @@ import structlog
 from app.errors import InvalidEvent
 from app.inference.scoring import ScoredBatch, Scorer
 from app.metrics import OUTCOMES
+from app.outbox.config import Endpoints
+from app.outbox.plan import plan_batch
 from app.pipeline.correlation import Correlator, window_specs
 from app.pipeline.stages import (
     InRecord,
@@ -186,9 +189,12 @@ class BatchProcessor:
         max_event_bytes: int,
         text_threads: int = 1,
         outcomes: OutcomeStore | None = None,
+        endpoints: Endpoints | None = None,
     ) -> None:
         self._ledger = ledger
         self._outcomes = outcomes
+        # Webhook endpoints: new decisions' deliveries go into the outbox with them.
+        self._endpoints = endpoints
         self.scorer = scorer
         self._rules = rules
         self._publish = publish
@@ -386,6 +392,7 @@ class BatchProcessor:
                 for r in rejected
                 if (r.record.topic, r.record.partition, r.record.offset) not in dl_published
             ],
+            deliveries=plan_batch((d for d, _, _ in decided), self._endpoints, now),
         )
 
         to_publish: list[OutMessage] = []

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,6 +32,9 @@ from app.errors import TransientError
 from app.store.db import describe_cause
 from app.store.tables import dead_letters as dl_table
 from app.store.tables import decisions as dec_table
+
+if TYPE_CHECKING:
+    from app.outbox.plan import DeliveryRecord
 
 # Bounded IN lists keep every statement well under the bind-parameter limits of
 # SQLite (32766) and asyncpg (32767), whatever the batch size.
@@ -387,9 +390,14 @@ class Ledger:
         self,
         decisions: Sequence[DecisionRecord],
         dead_letters: Sequence[DeadLetterRecord],
+        deliveries: Sequence[DeliveryRecord] = (),
     ) -> RecordOutcome:
         """Store a batch's decisions and dead letters in one transaction, skipping keys
-        that already exist."""
+        that already exist. ``deliveries`` (the webhook outbox) are written in the same
+        transaction, only those of decisions this call really inserted: a redelivered
+        event never owes a second delivery."""
+        from app.store.outbox import insert_deliveries  # late: outbox imports this module
+
         d_rows = decision_rows(decisions)
         dl_rows = dead_letter_rows(dead_letters)
         inserted: set[str] = set()
@@ -405,6 +413,9 @@ class Ledger:
                 stmt = insert_or_skip(dec_table, dialect).returning(dec_table.c.event_id)
                 result = await conn.execute(stmt, d_rows)
                 inserted.update(result.scalars().all())
+                owed = [d for d in deliveries if d.event_id in inserted]
+                if owed:
+                    await insert_deliveries(conn, owed)
             if dl_rows:
                 stmt = insert_or_skip(dl_table, dialect).returning(dl_table.c.id)
                 result = await conn.execute(stmt, dl_rows)

@@ -223,3 +223,57 @@ leases = sa.Table(
     sa.Column("holder", sa.String(128), nullable=False),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
 )
+
+# API keys (migration 0006): only a hash of each key is kept. ``prefix`` (8 random
+# characters, also part of the key) finds the row and names the key in listings; at most
+# one active key per name, so `arbiter keys revoke NAME` is unambiguous.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False, unique=True),
+    sa.Column("hash", sa.String(64), nullable=False),  # sha256 hex of the whole key
+    sa.Column("scopes", sa.JSON(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    sa.Index(
+        "uq_api_keys_active_name",
+        "name",
+        unique=True,
+        postgresql_where=sa.text("revoked_at IS NULL"),
+        sqlite_where=sa.text("revoked_at IS NULL"),
+    ),
+)
+
+# Webhook deliveries (migration 0007): the outbox. Rows are written in the transaction
+# that stores their decision (``Ledger.record``), one per (event, endpoint) —
+# ``idempotency_key`` is unique, so a redelivered event never owes a second delivery —
+# and sent by the relay (app/outbox/relay.py), which claims due rows with a lease
+# (``claimed_by``/``claimed_until``) so two relays never send the same row at once and a
+# crashed relay's rows come back when its lease runs out. ``failed`` is the dead letter.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False, index=True),
+    sa.Column("endpoint", sa.String(64), nullable=False),
+    sa.Column("idempotency_key", sa.String(160), nullable=False, unique=True),
+    sa.Column("partition_key", sa.String(128), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("last_status", sa.Integer(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("claimed_until", UTCDateTime(), nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+    # The relay's question: which pending rows are due.
+    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    # Per-key order: is an older pending row of this (endpoint, key) still there.
+    sa.Index("ix_deliveries_order", "endpoint", "partition_key", "status"),
+)
