@@ -1,9 +1,10 @@
 """``arbiter run``: the production entry point — consume until SIGTERM/SIGINT, then drain.
 
-Beside the consume loop the process runs, each optional: the HTTP API
-(``ARBITER_HTTP_ENABLED``), the webhook relay (``ARBITER_WEBHOOKS_ENABLED``, when the
-connectors file has an active endpoint) and the background trainer
-(``ARBITER_TRAINER_ENABLED``).
+Beside the consume loop the process runs: the HTTP API (``ARBITER_HTTP_ENABLED``), the
+webhook relay (``ARBITER_WEBHOOKS_ENABLED``, when the connectors file has an active
+endpoint), the background trainer (``ARBITER_TRAINER_ENABLED``) and the sweeper that
+publishes stored decisions a crash or a failed publish left unpublished
+(``app/outbox/republish.py``).
 
 On the first signal /readyz turns 503 (load balancers drain), the loop finishes the
 batch in hand, commits its offsets and leaves the consumer group; then the HTTP server
@@ -21,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from app.outbox.republish import PublishSweeper
 from app.service import BatchListener, Components, ConsumeLoop, start_components
 from app.settings import Settings
 from app.trainer.service import Trainer
@@ -85,6 +87,10 @@ async def run_service(settings: Settings, *, listeners: tuple[BatchListener, ...
             background("arbiter-relay", relay.run_forever)
         if settings.trainer_enabled:
             background("arbiter-trainer", Trainer(settings, engine).run_forever)
+        sweeper = PublishSweeper(
+            components.ledger, components.processor.decision_messages, components.publish
+        )
+        background("arbiter-republish", sweeper.run_forever)
 
         running = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -284,7 +284,7 @@ class BatchProcessor:
             out.extend(zip(decisions, items, result.shadow, strict=True))
         return out
 
-    def _decision_messages(self, decision: Decision) -> list[OutMessage]:
+    def decision_messages(self, decision: Decision) -> list[OutMessage]:
         """The decision on ``decisions.<type>`` and on every topic a ``publish`` action names."""
         topics = [self._topic_for("decisions", decision.event_type)]
         for action in decision.actions:
@@ -399,7 +399,7 @@ class BatchProcessor:
         published_ids: list[str] = []
         for decision, item, _ in decided:
             if decision.event_id in outcome.inserted_event_ids:
-                to_publish.extend(self._decision_messages(decision))
+                to_publish.extend(self.decision_messages(decision))
                 published_ids.append(decision.event_id)
                 result.decided[(decision.event_type, decision.decision)] += 1
                 result.latencies_ms.append(decision.latency_ms)
@@ -408,7 +408,7 @@ class BatchProcessor:
                 result.redelivered += 1  # another consumer stored it first; it publishes it
         for event_id, prior in stored.items():
             if not prior.published:
-                to_publish.extend(self._decision_messages(decision_from_record(prior.record)))
+                to_publish.extend(self.decision_messages(decision_from_record(prior.record)))
                 published_ids.append(event_id)
                 result.republished += 1
         dl_positions: list[Position] = []
