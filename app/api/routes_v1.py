@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, Depends, Query, Request
@@ -110,18 +110,7 @@ async def post_events(
 
     All valid: 202 with their ids. Any invalid: 422 listing each one's index, reason and
     detail, and nothing is written — unless ``partial=true`` (then 207)."""
-    state = _state(request)
-    _known_type(state, event_type)
-    items = await _items(request, state)
-    accepted, errors = check_events(event_type, items, max_bytes=state.settings.max_event_bytes)
-    if errors and (not partial or not accepted):
-        raise _rejected(errors, len(items), "events")
-    topic = state.settings.topic("events", event_type)
-    await _produce(
-        state,
-        [OutMessage(topic, a.item.partition_key.encode(), a.raw, HEADERS) for a in accepted],
-    )
-    return _ingest_response(accepted, errors, [a.item.event_id for a in accepted])
+    return await _ingest(request, event_type, partial, "events")
 
 
 @router.post("/outcomes/{event_type}", status_code=202)
@@ -132,13 +121,22 @@ async def post_outcomes(
     _caller: Caller = Depends(require("outcomes:write")),  # noqa: B008
 ) -> JSONResponse:
     """One outcome or a JSON array of them → ``outcomes.<type>``; same rules as events."""
+    return await _ingest(request, event_type, partial, "outcomes")
+
+
+async def _ingest(
+    request: Request, event_type: str, partial: bool, kind: Literal["events", "outcomes"]
+) -> JSONResponse:
+    """Check every item of the body; produce the valid ones to ``<kind>.<type>`` — all or
+    nothing unless ``partial``."""
     state = _state(request)
     _known_type(state, event_type)
     items = await _items(request, state)
-    accepted, errors = check_outcomes(event_type, items, max_bytes=state.settings.max_event_bytes)
+    check = check_events if kind == "events" else check_outcomes
+    accepted, errors = check(event_type, items, max_bytes=state.settings.max_event_bytes)
     if errors and (not partial or not accepted):
-        raise _rejected(errors, len(items), "outcomes")
-    topic = state.settings.topic("outcomes", event_type)
+        raise _rejected(errors, len(items), kind)
+    topic = state.settings.topic(kind, event_type)
     await _produce(
         state,
         [OutMessage(topic, a.item.partition_key.encode(), a.raw, HEADERS) for a in accepted],
