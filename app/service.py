@@ -31,7 +31,7 @@ from app.inference.lifecycle import (
     replay_history,
 )
 from app.inference.scoring import Scorer
-from app.metrics import RULES_RELOADS
+from app.metrics import CONSUME_TO_COMMIT, RULES_RELOADS, LagReporter, set_versions_in_service
 from app.outbox.config import Endpoints, check_rule_webhooks, load_endpoints
 from app.pipeline.processor import BatchProcessor, BatchResult, summarise
 from app.pipeline.stages import InRecord
@@ -218,6 +218,10 @@ class ConsumeLoop:
         self.batches = 0
         self.failed_batches = 0
         self.ready = asyncio.Event()
+        self._lag = LagReporter(interval_s=1.0)
+        self._positions: dict[TopicPartition, int] = {}  # next offset to read, per partition
+        self._serving: dict[str, object] = {}  # versions in service, for the batch log line
+        self._note_serving()
         self._watcher = RulesWatcher(
             self._settings.rules_dir,
             *rule_vocabulary(self._settings),
@@ -262,7 +266,9 @@ class ConsumeLoop:
                     timeout_ms=max(s.batch_wait_ms, 100), max_records=s.batch_max
                 )
                 if not fetched:
+                    self._lag.update(consumer, self._positions)
                     continue
+                fetched_at = time.perf_counter()
                 records = [
                     InRecord(
                         event_type=type_of[tp.topic][1],
@@ -304,12 +310,16 @@ class ConsumeLoop:
                 failures = 0
                 offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
                 await self._commit(consumer, offsets)
+                CONSUME_TO_COMMIT.observe(time.perf_counter() - fetched_at)
+                self._positions.update(offsets)
+                self._lag.update(consumer, self._positions)
                 self.batches += 1
                 log.info(
                     "batch",
                     **summarise(result),
                     took_ms=round((time.perf_counter() - started) * 1000, 2),
                     partitions=len(fetched),
+                    **self._serving,
                 )
                 for listener in self._listeners:
                     listener(result)
@@ -344,6 +354,7 @@ class ConsumeLoop:
         )
         await self._c.processor.swap_rules(change.rulesets)
         RULES_RELOADS.labels(result="applied").inc()
+        self._note_serving()
         log.info(
             "rules reloaded",
             versions={name: rs.version for name, rs in sorted(change.rulesets.items())},
@@ -362,6 +373,21 @@ class ConsumeLoop:
             return
         if scorer is not None:
             self._c.processor.swap_scorer(scorer)
+            self._note_serving()
+
+    def _note_serving(self) -> None:
+        """After start-up or a swap: the versions-in-service gauge and the batch line's
+        ``models`` (champions), ``shadows`` (when any) and ``rulesets`` fields."""
+        in_service = self._c.processor.scorer.in_service()
+        set_versions_in_service(in_service)
+        serving: dict[str, object] = {
+            "models": {name: f"v{champion}" for name, (champion, _) in in_service.items()},
+            "rulesets": {name: rs.version for name, rs in sorted(self._c.rules.rulesets.items())},
+        }
+        shadows = {n: [f"v{v}" for v in sh] for n, (_, sh) in in_service.items() if sh}
+        if shadows:
+            serving["shadows"] = shadows
+        self._serving = serving
 
     async def _isolate(self, records: Sequence[InRecord]) -> BatchResult:
         """After repeated failures, decide the batch one record at a time so that one poison

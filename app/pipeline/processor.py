@@ -26,7 +26,7 @@ import structlog
 
 from app.errors import InvalidEvent
 from app.inference.scoring import ScoredBatch, Scorer
-from app.metrics import OUTCOMES
+from app.metrics import OUTCOMES, observe_batch
 from app.outbox.config import Endpoints
 from app.outbox.plan import plan_batch
 from app.pipeline.correlation import Correlator, window_specs
@@ -65,6 +65,7 @@ class BatchResult:
     decided: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, decision)
     dead_lettered: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, reason)
     redelivered: int = 0
+    redelivered_types: Counter[str] = field(default_factory=Counter)  # the same, per type
     republished: int = 0
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, result)
     latencies_ms: list[float] = field(default_factory=list)
@@ -77,6 +78,7 @@ class BatchResult:
         self.dead_lettered.update(other.dead_lettered)
         self.outcomes.update(other.outcomes)
         self.redelivered += other.redelivered
+        self.redelivered_types.update(other.redelivered_types)
         self.republished += other.republished
         self.latencies_ms.extend(other.latencies_ms)
         self.e2e_ms.extend(other.e2e_ms)
@@ -320,6 +322,7 @@ class BatchProcessor:
         if position not in stored:
             await self._ledger.record([], [dead_letter_record(rejected, utcnow())])
             result.dead_lettered[(record.event_type, reason.reason)] += 1
+        observe_batch(result, ())
         await self._publish([self._dead_letter_message(rejected)])
         await self._ledger.mark_published([], [position], utcnow())
         return result
@@ -374,6 +377,10 @@ class BatchProcessor:
         stored = await self._ledger.find_decisions([v.event.event_id for v in first])
         fresh = [v for v in first if v.event.event_id not in stored]
         result.redelivered += len(first) - len(fresh)
+        # per type, for the metrics: every valid event that is not decided fresh here
+        result.redelivered_types.update(
+            Counter(v.event.event_type for v in valid) - Counter(v.event.event_type for v in fresh)
+        )
 
         decided: list[tuple[Decision, Valid, dict[str, Any]]] = []
         if fresh:
@@ -406,6 +413,7 @@ class BatchProcessor:
                 result.e2e_ms.append(max(now.timestamp() * 1000.0 - item.record.timestamp_ms, 0.0))
             else:
                 result.redelivered += 1  # another consumer stored it first; it publishes it
+                result.redelivered_types[decision.event_type] += 1
         for event_id, prior in stored.items():
             if not prior.published:
                 to_publish.extend(self.decision_messages(decision_from_record(prior.record)))
@@ -421,6 +429,11 @@ class BatchProcessor:
             if pos not in dl_published:
                 result.dead_lettered[(r.record.event_type, r.error.reason)] += 1
                 _log_dead_letter(r)
+        observe_batch(
+            result,
+            [d for d, _, _ in decided if d.event_id in outcome.inserted_event_ids],
+            at=utcnow(),
+        )
         await self._publish(to_publish)
         if published_ids or dl_positions:
             await self._ledger.mark_published(published_ids, dl_positions, utcnow())
