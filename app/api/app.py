@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Histogram
 
-from app.api import ops, routes_v1
+from app.api import dashboard, ops, routes_v1
 from app.api.asyncapi import asyncapi_document
 from app.api.auth import AuthConfig
 from app.api.decide import Decider
@@ -81,6 +81,7 @@ def build_api(
     api.add_exception_handler(Problem, problem_response)
     api.include_router(ops.router)
     api.include_router(routes_v1.router)
+    dashboard.install(api, settings)
     api.middleware("http")(_observe)
     if not settings.api_auth:
         log.warning(

@@ -34,7 +34,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.errors import ArbiterError
 from app.store.tables import api_keys
 
-SCOPES: tuple[str, ...] = ("events:write", "decide", "outcomes:write", "decisions:read", "admin")
+SCOPES: tuple[str, ...] = (
+    "events:write",
+    "decide",
+    "outcomes:write",
+    "decisions:read",
+    "dashboard:read",
+    "admin",
+)
 ADMIN = "admin"  # implies every other scope
 KEY_PREFIX_CHARS = 8
 _ALPHABET = string.ascii_lowercase + string.digits
