@@ -30,8 +30,8 @@ async def test_outcomes_retrain_promote_and_new_decisions_carry_the_new_version(
     broker: EmbeddedBroker, trained_models: Path, tmp_path: Path
 ) -> None:
     """4,000 transactions whose fraud pattern changes after the 500th, with their
-    outcomes: the running service's trainer retrains transaction.fraud once 2,500 new
-    labelled outcomes are in, promotes v2 (it beats v1 on the recent holdout), and the
+    outcomes: the running service's trainer retrains transaction.fraud on its own (the
+    drift signal or 2,500 new labelled outcomes, whichever comes first), promotes v2 (it beats v1 on the recent holdout), and the
     events produced afterwards are decided by v2 — no restart, no command."""
     models = tmp_path / "models"
     shutil.copytree(trained_models, models)
@@ -79,7 +79,9 @@ async def test_outcomes_retrain_promote_and_new_decisions_carry_the_new_version(
 
         await wait_until(promoted, timeout=240, interval=1.0)
         (run, *_) = [r for r in await store.runs(NAME) if r.status == "promoted"]
-        assert run.trigger == "new_outcomes"
+        # Whichever came first on this machine: the planted drift (the champion's recent
+        # ROC-AUC falls) or 2,500 new labelled outcomes; both are the trainer on its own.
+        assert run.trigger in ("drift", "new_outcomes")
         assert run.challenger_metrics["roc_auc"] > run.champion_metrics["roc_auc"]
         champion = await registry.champion(NAME)
         assert champion is not None
