@@ -31,8 +31,9 @@ async def test_outcomes_retrain_promote_and_new_decisions_carry_the_new_version(
 ) -> None:
     """4,000 transactions whose fraud pattern changes after the 500th, with their
     outcomes: the running service's trainer retrains transaction.fraud on its own (the
-    drift signal or 2,500 new labelled outcomes, whichever comes first), promotes v2 (it beats v1 on the recent holdout), and the
-    events produced afterwards are decided by v2 — no restart, no command."""
+    drift signal or 2,500 new labelled outcomes, whichever comes first), promotes v2 (it
+    beats v1 on the recent holdout), and the events produced afterwards are decided by v2
+    — no restart, no command."""
     models = tmp_path / "models"
     shutil.copytree(trained_models, models)
     url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
