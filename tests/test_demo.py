@@ -81,7 +81,9 @@ def _count(cell: str) -> int:
 def test_demo_decides_every_event_and_prints_the_summary(
     demo_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """400 events at full speed: exit 0; decisions plus dead letters in the summary make 400."""
+    """400 events at full speed: the first line says where the dashboard will be; exit 0;
+    decisions plus dead letters in the summary make 400; the rules that fired most and
+    the trainer's part are in the summary."""
     result = subprocess.run(
         [*DEMO, "--events", "400", "--rate", "0"],
         env=demo_env,
@@ -100,6 +102,11 @@ def test_demo_decides_every_event_and_prints_the_summary(
     assert dead, "the simulator sends ~2 % malformed events; none was dead-lettered"
     assert sum(_count(row[2]) for row in decided) + sum(_count(row[2]) for row in dead) == 400
     assert len(latency) == 2
+    assert "dashboard will be at http://127.0.0.1:" in result.stdout.splitlines()[0]
+    assert "• dashboard: http://127.0.0.1:" in result.stdout
+    rules = _table(result.stdout, "Rules that fired most")
+    assert rules, "the shipped rules fire on simulator traffic"
+    assert _table(result.stdout, "Trainer"), "the summary says what the trainer did (or why not)"
     assert EARLY_STOP not in result.stdout
     assert (tmp_path / "data" / "demo" / "arbiter.db").is_file()
 
