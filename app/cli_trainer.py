@@ -40,7 +40,7 @@ def train(
     """Train NAME now from the logged outcomes; promote the result only if it is better."""
     cli = _cli()
     settings = cli._settings(trainer_budget_s=budget)
-    from app.models_admin import open_store
+    from app.store.migrate import open_migrated
     from app.trainer.job import target_of
     from app.trainer.service import Trainer
 
@@ -50,7 +50,7 @@ def train(
         raise cli._fail(str(exc)) from None
 
     async def go() -> list[Any]:
-        async with open_store(settings) as engine:
+        async with open_migrated(settings.resolved_database_url) as engine:
             trainer = Trainer(settings, engine)
             with Progress(
                 SpinnerColumn(),
@@ -90,7 +90,7 @@ def trainer() -> None:
     """The background trainer on its own: trains when outcomes, a schedule or drift say so."""
     cli = _cli()
     settings = cli._settings()
-    from app.models_admin import open_store
+    from app.store.migrate import open_migrated
     from app.trainer.service import Trainer
 
     async def go() -> None:
@@ -98,7 +98,7 @@ def trainer() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with open_store(settings) as engine:
+        async with open_migrated(settings.resolved_database_url) as engine:
             await Trainer(settings, engine).run_forever(stop)
 
     cli._run(go)

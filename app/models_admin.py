@@ -13,35 +13,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from app.errors import ConfigError
 from app.inference.loading import load_served
 from app.settings import Settings
-from app.store import migrate
-from app.store.db import check_connection, create_engine
 from app.store.ledger import DecisionRecord, Ledger
+from app.store.migrate import open_migrated
 from app.store.registry import ModelEvent, ModelRecord, ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
 from app.trainer.monitor import DriftStatus
 
 
 @contextlib.asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """The store named by ``settings``, checked to be reachable and migrated."""
-    url = settings.resolved_database_url
-    engine = create_engine(url)
-    try:
-        await check_connection(engine, url)
-        await migrate.require_current(engine)
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@contextlib.asynccontextmanager
 async def _store(settings: Settings) -> AsyncIterator[tuple[ModelRegistry, Ledger]]:
-    async with open_store(settings) as engine:
+    async with open_migrated(settings.resolved_database_url) as engine:
         yield ModelRegistry(engine), Ledger(engine)
 
 
@@ -63,7 +47,7 @@ async def show_model(settings: Settings, name: str) -> ModelDetail:
     from app.trainer.monitor import measure
     from app.trainer.service import drift_limits
 
-    async with open_store(settings) as engine:
+    async with open_migrated(settings.resolved_database_url) as engine:
         registry = ModelRegistry(engine)
         versions = await registry.versions(name)
         if not versions:

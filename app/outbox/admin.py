@@ -6,37 +6,20 @@ thing and returns plain data for the CLI to print.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ConfigError
 from app.settings import Settings
-from app.store import migrate
-from app.store.db import check_connection, create_engine
+from app.store.migrate import open_migrated
 from app.store.outbox import Delivery, OutboxStore
-
-
-@contextlib.asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """The store named by ``settings``, checked to be reachable and migrated."""
-    url = settings.resolved_database_url
-    engine = create_engine(url)
-    try:
-        await check_connection(engine, url)
-        await migrate.require_current(engine)
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def list_deliveries(
     settings: Settings, *, failed: bool = False, endpoint: str | None = None, limit: int = 50
 ) -> list[Delivery]:
     """The newest deliveries (only dead-lettered ones with ``failed``), newest first."""
-    async with open_store(settings) as engine:
+    async with open_migrated(settings.resolved_database_url) as engine:
         return await OutboxStore(engine).recent(
             status="failed" if failed else None, endpoint=endpoint, limit=limit
         )
@@ -52,7 +35,7 @@ async def retry_deliveries(
             "name the deliveries to retry (ids from `arbiter deliveries list --failed`) "
             "or pass --all-failed"
         )
-    async with open_store(settings) as engine:
+    async with open_migrated(settings.resolved_database_url) as engine:
         changed, missing = await OutboxStore(engine).retry(
             datetime.now(UTC), ids, all_failed=all_failed
         )

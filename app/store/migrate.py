@@ -9,7 +9,9 @@ the same way as a checkout.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from alembic import command
@@ -112,3 +114,18 @@ def _is_known(revision: str) -> bool:
         return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
     except CommandError:
         return False
+
+
+@contextlib.asynccontextmanager
+async def open_migrated(url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the store at ``url``, checked to be reachable and at this Arbiter's
+    schema (what every admin command opens), disposed on exit."""
+    from app.store.db import check_connection, create_engine
+
+    engine = create_engine(url)
+    try:
+        await check_connection(engine, url)
+        await require_current(engine)
+        yield engine
+    finally:
+        await engine.dispose()
