@@ -17,8 +17,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from app.settings import Settings
 from app.simulator.emit import emit
 from app.simulator.generate import SimEvent
+from connectors.broker import EmbeddedBroker
 
 FAST_GROUP = {
     "ARBITER_SESSION_TIMEOUT_MS": "2000",
@@ -208,4 +210,24 @@ def arbiter(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def service_settings(
+    broker: EmbeddedBroker, models: Path, tmp_path: Path, **extra: object
+) -> Settings:
+    """Settings of an in-process service for tests: the broker, a SQLite ledger and a
+    copy of the models under ``tmp_path``, fast group timings, no trainer."""
+    return Settings(
+        kafka_bootstrap=broker.bootstrap,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
+        data_dir=tmp_path / "data",
+        models_dir=models,
+        batch_wait_ms=20,
+        models_poll_s=0,
+        trainer_enabled=False,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=300,
+        auto_migrate=True,
+        **extra,  # type: ignore[arg-type]
     )

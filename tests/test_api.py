@@ -21,7 +21,7 @@ from app.settings import Settings
 from app.simulator.generate import generate
 from app.store.keys import KeyStore
 from connectors.broker import EmbeddedBroker
-from tests.harness import read_topics, wait_decided, wait_until
+from tests.harness import read_topics, service_settings, wait_decided, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqlite, pytest.mark.timeout(240)]
 
@@ -47,27 +47,11 @@ def _events(event_type: str, n: int, seed: int) -> list[dict[str, object]]:
     return [json.loads(e.value) for e in found[:n] if e.kind == "events"]
 
 
-def _settings(broker: EmbeddedBroker, models: Path, tmp_path: Path, **extra: object) -> Settings:
-    return Settings(
-        kafka_bootstrap=broker.bootstrap,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
-        data_dir=tmp_path / "data",
-        models_dir=models,
-        batch_wait_ms=20,
-        models_poll_s=0,
-        trainer_enabled=False,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=300,
-        auto_migrate=True,
-        **extra,  # type: ignore[arg-type]
-    )
-
-
 @pytest.fixture
 async def api(broker: EmbeddedBroker, trained_models: Path, tmp_path: Path) -> AsyncIterator[Api]:
     models = tmp_path / "models"
     shutil.copytree(trained_models, models)
-    settings = _settings(broker, models, tmp_path, http_rate_per_s=5, http_rate_burst=60)
+    settings = service_settings(broker, models, tmp_path, http_rate_per_s=5, http_rate_burst=60)
     async with start_components(settings) as c:
         keys = KeyStore(c.ledger.engine, cache_s=0.5, miss_refresh_s=0.0)
         _, admin = await keys.create("admin", ["admin"])

@@ -26,7 +26,7 @@ from app.simulator.generate import generate
 from app.store.keys import KeyStore
 from app.store.tables import dead_letters, decisions
 from connectors.broker import EmbeddedBroker
-from tests.harness import produce, wait_until
+from tests.harness import produce, service_settings, wait_until
 
 STATIC = Path(__file__).parent.parent / "app" / "api" / "static"
 COMMENTS = re.compile(r"<!--.*?-->|/\*.*?\*/|^\s*//.*?$", re.S | re.M)
@@ -49,19 +49,7 @@ class Dash:
 async def dash(broker: EmbeddedBroker, trained_models: Path, tmp_path: Path) -> AsyncIterator[Dash]:
     models = tmp_path / "models"
     shutil.copytree(trained_models, models)
-    settings = Settings(
-        kafka_bootstrap=broker.bootstrap,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
-        data_dir=tmp_path / "data",
-        models_dir=models,
-        batch_wait_ms=20,
-        models_poll_s=0,
-        trainer_enabled=False,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=300,
-        auto_migrate=True,
-        api_auth=True,
-    )
+    settings = service_settings(broker, models, tmp_path, api_auth=True)
     async with start_components(settings) as c:
         keys = KeyStore(c.ledger.engine, cache_s=0.5, miss_refresh_s=0.0)
         _, admin = await keys.create("admin", ["admin"])
