@@ -86,15 +86,35 @@ def demo(
     events: Annotated[int, typer.Option(help="How many events the simulator sends.")] = 3000,
     rate: Annotated[float, typer.Option(help="Events per second; 0 = as fast as possible.")] = 500,
     seed: Annotated[int, typer.Option(help="Simulator seed (same seed, same events).")] = 7,
+    retrain: Annotated[
+        bool, typer.Option(help="Retrain models with enough new outcomes after the stream.")
+    ] = True,
+    stay: Annotated[
+        bool | None,
+        typer.Option(
+            help="Keep the dashboard up after the summary until Ctrl-C (default: on a terminal)."
+        ),
+    ] = None,
 ) -> None:
-    """Run everything on embedded defaults: broker, SQLite, models, rules, simulator."""
+    """Run everything on embedded defaults: broker, SQLite, models, rules, simulator,
+    trainer."""
     # The live panel and the summary tell the story; per-event log lines would scroll over it.
     settings = _settings(log_level="error", kafka_bootstrap=None)
     from app.demo import run_demo
 
     if settings.kafka_bootstrap:
         settings = settings.model_copy(update={"kafka_bootstrap": None})
-    _run(lambda: run_demo(settings, events=events, rate=rate, seed=seed, console=console))
+    _run(
+        lambda: run_demo(
+            settings,
+            events=events,
+            rate=rate,
+            seed=seed,
+            console=console,
+            retrain=retrain,
+            stay=stay,
+        )
+    )
 
 
 @app.command()

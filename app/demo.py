@@ -1,19 +1,29 @@
 """``arbiter demo``: the whole system on a laptop, with a live view and a summary.
 
 Starts the embedded broker and a fresh SQLite ledger under ``<data_dir>/demo``, trains
-the first models if none exist yet, starts the consumer, and drives the simulator (a
-realistic mix of orders, tickets and transactions, a few of them malformed). Stops when
-every event has come out as a decision or a dead letter, after ``--events``, or on
-Ctrl-C — the broker is stopped either way.
+the first models if none exist yet, starts the consumer and the dashboard, and drives the
+simulator (a realistic mix of orders, tickets and transactions, a few of them malformed,
+their outcomes later; a third of the way in the fraud pattern changes). When every event
+has come out as a decision or a dead letter, the trainer retrains whatever has enough
+new outcomes and promotes a version only if it beats the one in service. The summary
+tells what happened; on a terminal the dashboard stays up until Ctrl-C. Ctrl-C at any
+point stops everything — the broker included.
+
+The demo's models live in ``<data_dir>/demo/models``, rebuilt each run from the first
+models (``ARBITER_MODELS_DIR`` or ``<data_dir>/models``, trained there once if missing):
+a demo retrain never writes into the models another process serves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +34,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from app.errors import ConfigError
+from app.inference import artifacts
+from app.inference.catalog import MODELS
+from app.inference.lifecycle import train_first
 from app.pipeline.processor import BatchResult
 from app.service import Components, ConsumeLoop, start_components
 from app.settings import Settings
@@ -31,7 +44,15 @@ from app.simulator.emit import emit
 from app.simulator.generate import generate
 from app.store import tables
 from app.store.ledger import percentiles
+from app.store.registry import ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
+from app.trainer.service import RunOutcome, Trainer
+
+# The demo's own trainer thresholds: a few thousand events bring ~1,500 transaction
+# outcomes, fewer than a production ARBITER_TRAINER_MIN_NEW; a short search keeps the
+# wait under a minute on a laptop.
+DEMO_MIN_NEW = 1000
+DEMO_BUDGET_S = 20.0
 
 
 @dataclass
@@ -90,8 +111,18 @@ def _summary(stats: DemoStats, ledger_latency: dict[float, float]) -> Group:
 
 
 async def run_demo(
-    settings: Settings, *, events: int, rate: float, seed: int, console: Console
+    settings: Settings,
+    *,
+    events: int,
+    rate: float,
+    seed: int,
+    console: Console,
+    retrain: bool = True,
+    stay: bool | None = None,
 ) -> DemoStats:
+    """Run the demo; ``stay`` keeps the dashboard up after the summary until Ctrl-C
+    (default: when the console is a terminal)."""
+    first_models = settings.resolved_models_dir
     settings = _demo_settings(settings)
     console.print(
         f"[bold]Arbiter demo[/] — the live dashboard will be at "
@@ -102,46 +133,40 @@ async def run_demo(
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, interrupted.set)
     loop.add_signal_handler(signal.SIGTERM, interrupted.set)
+    say = lambda m: console.print(f"• {m}")  # noqa: E731
+    stopped_early = True  # until the summary is printed
     try:
-        async with start_components(settings, on_progress=lambda m: console.print(f"• {m}")) as c:
+        await loop.run_in_executor(
+            None, _seed_models, first_models, settings.resolved_models_dir, say
+        )
+        async with start_components(settings, on_progress=say) as c:
             consume = ConsumeLoop(c, listeners=[stats.on_batch])
             consumer_task = asyncio.create_task(consume.run())
             await asyncio.wait_for(consume.ready.wait(), 30)
             stop_http = asyncio.Event()
             http_task = await _start_dashboard(c, settings, stop_http, console)
             try:
-                console.print(f"• simulator sending {events:,} events (rate {rate or 'max'}/s)")
-                stats.started = time.monotonic()
-
-                def sent(n: int) -> None:
-                    stats.sent += n
-
-                producer_task = asyncio.create_task(
-                    emit(
-                        c.bootstrap,
-                        generate(events, seed=seed, malformed_rate=0.02, outcomes=True),
-                        topic_for=lambda t: settings.topic("events", t),
-                        outcome_topic_for=lambda t: settings.topic("outcomes", t),
-                        rate=rate,
-                        on_sent=sent,
-                        stop=interrupted,
-                    )
+                await _stream(
+                    c, settings, stats, (events, rate, seed), consumer_task, interrupted, console
                 )
-                with Live(_live_view(stats, events), console=console, refresh_per_second=4) as live:
-                    while not interrupted.is_set():
-                        live.update(_live_view(stats, events))
-                        if producer_task.done() and stats.done >= stats.sent:
-                            break
-                        if consumer_task.done():
-                            break
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(interrupted.wait(), 0.25)
-                    live.update(_live_view(stats, events))
-                consume.stop()
-                await producer_task
-                await consumer_task
+                consumer_died = consumer_task.done()
+                if retrain and not interrupted.is_set() and not consumer_died:
+                    await _retrain(Trainer(settings, c.ledger.engine), interrupted, say)
                 latency = await c.ledger.latency_percentiles((0.5, 0.99))
                 story = await _story(c)
+                console.print()
+                console.print(_summary(stats, latency))
+                console.print(_story_tables(story))
+                stopped_early = interrupted.is_set()
+                if stay is None:
+                    stay = console.is_terminal
+                if stay and http_task is not None and not stopped_early:
+                    console.print(
+                        "[bold]The dashboard stays up[/] (link above) — Ctrl-C to stop the demo."
+                    )
+                    await interrupted.wait()
+                consume.stop()
+                await consumer_task
             finally:
                 stop_http.set()
                 if http_task is not None:
@@ -149,12 +174,116 @@ async def run_demo(
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         loop.remove_signal_handler(signal.SIGTERM)
-    console.print()
-    console.print(_summary(stats, latency))
-    console.print(_story_tables(story))
-    if interrupted.is_set():
+    if stopped_early:
         console.print("[yellow]stopped early by Ctrl-C; the broker has been shut down.[/]")
     return stats
+
+
+async def _stream(
+    c: Components,
+    settings: Settings,
+    stats: DemoStats,
+    run: tuple[int, float, int],
+    consumer_task: asyncio.Task[None],
+    interrupted: asyncio.Event,
+    console: Console,
+) -> None:
+    """Send the simulator's events (and their outcomes) until each is decided or
+    dead-lettered, the consumer stops, or Ctrl-C."""
+    events, rate, seed = run
+    console.print(
+        f"• simulator sending {events:,} events (rate {rate or 'max'}/s); the fraud "
+        f"pattern changes after event {_drift_at(events):,}"
+    )
+    stats.started = time.monotonic()
+
+    def sent(n: int) -> None:
+        stats.sent += n
+
+    producer_task = asyncio.create_task(
+        emit(
+            c.bootstrap,
+            generate(
+                events, seed=seed, malformed_rate=0.02, outcomes=True, drift_at=_drift_at(events)
+            ),
+            topic_for=lambda t: settings.topic("events", t),
+            outcome_topic_for=lambda t: settings.topic("outcomes", t),
+            rate=rate,
+            on_sent=sent,
+            stop=interrupted,
+        )
+    )
+    with Live(_live_view(stats, events), console=console, refresh_per_second=4) as live:
+        while not interrupted.is_set():
+            live.update(_live_view(stats, events))
+            if producer_task.done() and stats.done >= stats.sent:
+                break
+            if consumer_task.done():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), 0.25)
+        live.update(_live_view(stats, events))
+    await producer_task
+
+
+def _drift_at(events: int) -> int:
+    return events // 3
+
+
+async def _retrain(
+    trainer: Trainer, interrupted: asyncio.Event, say: Callable[[str], None]
+) -> list[RunOutcome]:
+    """Train every model with enough new outcomes (``DEMO_MIN_NEW``) or drifting, now;
+    Ctrl-C abandons the run in progress (its child process is stopped, nothing is
+    registered)."""
+    # The consumer stores outcomes as they arrive; give the last ones a moment to land.
+    await asyncio.sleep(1.0)
+    due = await trainer.due()
+    if not due:
+        return []
+    say(
+        "trainer: "
+        + ", ".join(f"{target} ({trigger})" for target, trigger in due.items())
+        + " — Ctrl-C skips"
+    )
+
+    async def train_all() -> list[RunOutcome]:
+        done: list[RunOutcome] = []
+        for target, trigger in due.items():
+            done += await trainer.train(target, trigger, on_progress=_prefixed(say, target))
+        return done
+
+    work = asyncio.create_task(train_all())
+    stop = asyncio.create_task(interrupted.wait())
+    await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if not work.done():
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        return []
+    return work.result()
+
+
+def _prefixed(say: Callable[[str], None], target: str) -> Callable[[str], None]:
+    return lambda message: say(f"trainer {target}: {message}")
+
+
+def _seed_models(first: Path, demo_models: Path, say: Callable[[str], None]) -> None:
+    """Fill the demo's models folder afresh from the first models, training those missing
+    (once: they are kept in ``first`` for the next run). Versions are hard-linked where
+    the filesystem allows: a version folder is never changed once written."""
+    present = {m.name for m in artifacts.scan(first)} if first.is_dir() else set()
+    missing = [name for name in MODELS if name not in present]
+    if missing:
+        say(f"training the first models into {first} (once; about a minute)")
+        train_first(first, missing, on_progress=say)
+    shutil.rmtree(demo_models, ignore_errors=True)
+    try:
+        shutil.copytree(first, demo_models, copy_function=os.link)
+    except OSError:
+        shutil.rmtree(demo_models, ignore_errors=True)
+        shutil.copytree(first, demo_models)
 
 
 @dataclass
@@ -165,6 +294,7 @@ class Story:
     outcomes: int
     runs: list[TrainingRun]
     min_new: int
+    serving: list[tuple[str, int, str]]  # (model, champion version, how it got there)
 
 
 async def _start_dashboard(
@@ -216,7 +346,15 @@ async def _story(c: Components) -> Story:
             hits[(event_type, str(rule))] += 1
     top = [(t, r, n) for (t, r), n in hits.most_common(5)]
     runs = await TrainingStore(c.ledger.engine).runs(limit=10)
-    return Story(top, outcomes, runs, c.settings.trainer_min_new)
+    registry = ModelRegistry(c.ledger.engine)
+    serving = []
+    for name in MODELS:
+        record = await registry.champion(name)
+        if record is not None:
+            promoted = any(r.model == name and r.status == "promoted" for r in runs)
+            how = "promoted by the trainer in this run" if promoted else "first model"
+            serving.append((name, record.meta.version, how))
+    return Story(top, outcomes, runs, c.settings.trainer_min_new, serving)
 
 
 def _story_tables(story: Story) -> Group:
@@ -230,36 +368,48 @@ def _story_tables(story: Story) -> Group:
     trainer.add_column("model")
     trainer.add_column("trigger")
     trainer.add_column("result")
-    trainer.add_column("ROC-AUC / macro-F1 champion → challenger")
+    trainer.add_column("versions")
+    trainer.add_column("ROC-AUC / macro-F1 on recent data: champion → challenger")
     for run in story.runs:
         metric = "roc_auc" if "roc_auc" in run.challenger_metrics else "macro_f1"
         before = run.champion_metrics.get(metric)
         after = run.challenger_metrics.get(metric)
         change = f"{before:.3f} → {after:.3f}" if before is not None and after is not None else "—"
-        trainer.add_row(run.model, run.trigger, run.status, change)
+        versions = f"v{run.champion_version or '?'} → v{run.challenger_version or '?'}"
+        trainer.add_row(run.model, run.trigger, run.status, versions, change)
     if not story.runs:
         trainer.add_row(
             "—",
             "—",
-            f"no retrain yet: {story.outcomes:,} outcomes stored; a model retrains after "
-            f"{story.min_new:,} new labelled ones (ARBITER_TRAINER_MIN_NEW), or `arbiter train`",
+            f"no retrain: {story.outcomes:,} outcomes stored; the demo retrains a model "
+            f"after {story.min_new:,} new labelled ones (try more --events)",
+            "—",
             "—",
         )
-    return Group(rules, trainer)
+    serving = Table(title="Models in service now")
+    serving.add_column("model")
+    serving.add_column("version", justify="right")
+    serving.add_column("")
+    for name, version, how in story.serving:
+        serving.add_row(name, f"v{version}", how)
+    return Group(rules, trainer, serving)
 
 
 def _demo_settings(settings: Settings) -> Settings:
-    """The demo's own data folder with a fresh ledger; the API open (no key) on loopback,
-    for the dashboard."""
+    """The demo's own data folder with a fresh ledger and its own models folder; the API
+    open (no key) on loopback, for the dashboard; the trainer's demo thresholds."""
     demo_dir = settings.data_dir / "demo"
     _fresh_ledger(demo_dir)
     return settings.model_copy(
         update={
             "data_dir": demo_dir,
+            "models_dir": demo_dir / "models",
             "auto_migrate": True,
             "database_url": None,
             "api_auth": False,
             "http_host": "127.0.0.1",
+            "trainer_min_new": DEMO_MIN_NEW,
+            "trainer_budget_s": DEMO_BUDGET_S,
         }
     )
 

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.harness import alive, tansu_children, wait_for
@@ -106,9 +107,72 @@ def test_demo_decides_every_event_and_prints_the_summary(
     assert "• dashboard: http://127.0.0.1:" in result.stdout
     rules = _table(result.stdout, "Rules that fired most")
     assert rules, "the shipped rules fire on simulator traffic"
-    assert _table(result.stdout, "Trainer"), "the summary says what the trainer did (or why not)"
+    trainer = _table(result.stdout, "Trainer")
+    assert "no retrain" in trainer[0][2], "400 events are too few to retrain"
     assert EARLY_STOP not in result.stdout
+    assert "The dashboard stays up" not in result.stdout, "not a terminal: no waiting"
     assert (tmp_path / "data" / "demo" / "arbiter.db").is_file()
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.mark.timeout(420)
+def test_demo_retrains_after_the_drift_promotes_v2_and_keeps_the_dashboard_up_until_ctrl_c(
+    demo_env: dict[str, str], tmp_path: Path, trained_models: Path
+) -> None:
+    """The default 3,000 events with --stay: the fraud pattern changes a third of the way
+    in, the trainer promotes transaction.fraud v2 with a higher ROC-AUC than v1 on recent
+    data, v2 serves; after the summary the dashboard still answers (its training runs
+    include the promotion) until Ctrl-C, then exit 0 — and the shared first models folder
+    is untouched (the demo trains in its own copy)."""
+    before = _files(trained_models)
+    proc = subprocess.Popen(
+        [*DEMO, "--rate", "0", "--stay"],
+        env=demo_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "The dashboard stays up" in line:
+                break
+        stdout = "".join(lines)
+        assert proc.poll() is None, stdout
+        url = next(
+            line.split("dashboard: ", 1)[1].strip()
+            for line in lines
+            if line.startswith("• dashboard: http")
+        )
+        data = httpx.get(url + "dashboard/data", timeout=30).json()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+    assert proc.returncode == 0, stdout + rest
+    fraud = [row for row in _table(stdout, "Trainer") if row[0] == "transaction.fraud"]
+    assert len(fraud) == 1, stdout
+    _, _, result, versions, change = fraud[0]
+    assert (result, versions) == ("promoted", "v1 → v2"), stdout
+    champion_auc, challenger_auc = (float(x) for x in change.split(" → "))
+    assert challenger_auc > champion_auc + 0.05, stdout
+    serving = {row[0]: row[1] for row in _table(stdout, "Models in service now")}
+    assert serving["transaction.fraud"] == "v2"
+    runs = {(r["model"], r["status"]) for r in data["training_runs"]}
+    assert ("transaction.fraud", "promoted") in runs
+    assert EARLY_STOP not in rest, "a Ctrl-C after the summary is not an early stop"
+    assert "Traceback" not in stdout + rest
+    assert _files(trained_models) == before
+    assert (tmp_path / "data" / "demo" / "models" / "transaction.fraud" / "v2").is_dir()
 
 
 def test_demo_stops_on_ctrl_c_with_the_early_stop_line_and_no_broker_left(
