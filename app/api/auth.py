@@ -16,7 +16,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from app.api.errors import Problem
 from app.api.limits import RateLimiter, retry_after
-from app.store.keys import SCOPES, KeyStore
+from app.store.keys import SCOPES, ApiKey, KeyStore
 
 # Declared for the OpenAPI document (the "Authorize" button in /docs); checked below.
 _bearer = HTTPBearer(auto_error=False, description="An Arbiter API key: `arb_…`.")
@@ -34,6 +34,11 @@ class Caller:
     name: str
     scopes: frozenset[str]
     bucket: str  # the rate-limit bucket
+    key_prefix: str | None = None  # None when auth is off
+
+    @classmethod
+    def of(cls, key: ApiKey) -> Caller:
+        return cls(key.name, key.scopes, f"key:{key.prefix}", key.prefix)
 
 
 @dataclass
@@ -43,8 +48,52 @@ class AuthConfig:
     required: bool
 
 
-def _unauthorized() -> Problem:
-    return Problem(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+def unauthorized(detail: str = UNAUTHORIZED) -> Problem:
+    return Problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def presented_key(
+    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+    header: str | None = Depends(_header),
+) -> str | None:
+    """The key a request carries in either header, or None."""
+    return bearer.credentials if bearer is not None else header
+
+
+async def authorize(request: Request, presented: str | None, scope: str) -> Caller:
+    """The caller ``presented`` makes (anyone when auth is off), holding ``scope`` and
+    within its rate; raises the 401, 403 or 429 ``Problem`` otherwise."""
+    config: AuthConfig = request.app.state.auth
+    if not config.required:
+        host = request.client.host if request.client else "unknown"
+        caller = Caller("anonymous", frozenset(SCOPES), f"ip:{host}")
+    else:
+        if not presented:
+            raise unauthorized()
+        key = await config.keys.authenticate(presented.strip())
+        if key is None:
+            raise unauthorized()
+        if not key.allows(scope):
+            raise Problem(
+                403,
+                f"this API key lacks the scope '{scope}' that this route needs",
+                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+            )
+        caller = Caller.of(key)
+    throttle(config, caller)
+    return caller
+
+
+def throttle(config: AuthConfig, caller: Caller) -> None:
+    """Take one request from ``caller``'s bucket; raises 429 when it is empty."""
+    wait = config.limiter.take(caller.bucket)
+    if wait > 0:
+        raise Problem(
+            429,
+            "rate limit exceeded for this API key (ARBITER_HTTP_RATE_PER_S / _BURST): "
+            "slow down and retry after the Retry-After seconds",
+            headers={"Retry-After": retry_after(wait)},
+        )
 
 
 def require(scope: str) -> Callable[..., Awaitable[Caller]]:
@@ -53,37 +102,8 @@ def require(scope: str) -> Callable[..., Awaitable[Caller]]:
 
     async def check(
         request: Request,
-        bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
-        header: str | None = Depends(_header),
+        presented: str | None = Depends(presented_key),
     ) -> Caller:
-        config: AuthConfig = request.app.state.auth
-        if not config.required:
-            host = request.client.host if request.client else "unknown"
-            caller = Caller("anonymous", frozenset(SCOPES), f"ip:{host}")
-        else:
-            presented = bearer.credentials if bearer is not None else header
-            if not presented:
-                raise _unauthorized()
-            key = await config.keys.authenticate(presented.strip())
-            if key is None:
-                raise _unauthorized()
-            if not key.allows(scope):
-                raise Problem(
-                    403,
-                    f"this API key lacks the scope '{scope}' that this route needs",
-                    headers={
-                        "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'
-                    },
-                )
-            caller = Caller(key.name, key.scopes, f"key:{key.prefix}")
-        wait = config.limiter.take(caller.bucket)
-        if wait > 0:
-            raise Problem(
-                429,
-                "rate limit exceeded for this API key (ARBITER_HTTP_RATE_PER_S / _BURST): "
-                "slow down and retry after the Retry-After seconds",
-                headers={"Retry-After": retry_after(wait)},
-            )
-        return caller
+        return await authorize(request, presented, scope)
 
     return check

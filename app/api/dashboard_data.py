@@ -10,9 +10,8 @@ dialect-specific time bucketing in SQL.
 from __future__ import annotations
 
 import html
-import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api import links
 from app.rules.spec import RuleSet
 from app.store.ledger import percentiles
 from app.store.outbox import Delivery
@@ -72,15 +72,31 @@ class Payload:
     truncated: bool
 
 
-@dataclass
+@dataclass(frozen=True)
 class Timed:
-    """A value with the monotonic time it was computed (the models cache)."""
+    """A value with the monotonic time it was computed and how long it may be kept (the
+    models cache)."""
 
     value: list[dict[str, Any]] = field(default_factory=list)
     at: float = float("-inf")
+    ttl_s: float = 0.0
 
-    def fresh(self, ttl_s: float) -> bool:
-        return time.monotonic() - self.at < ttl_s
+    def fresh(self, now: float) -> bool:
+        return now - self.at < self.ttl_s
+
+
+def models_ttl(
+    models: Sequence[Mapping[str, Any]], window: int, full_s: float, short_s: float
+) -> float:
+    """How long the models block may be cached: ``full_s`` once every champion's drift was
+    measured on a full window of ``window`` decisions (more decisions change it little),
+    ``short_s`` before that — just after start-up each new decision changes it, and with
+    few decisions a recomputation is cheap."""
+    champions = [m for m in models if m.get("champion") is not None]
+    full = bool(champions) and all(
+        int(m.get("drift", {}).get("decisions") or 0) >= window for m in champions
+    )
+    return full_s if full else short_s
 
 
 # --- reads --------------------------------------------------------------------------
@@ -283,15 +299,20 @@ def yaml_block(lines: Sequence[str], line: int) -> list[str]:
     return block
 
 
-def report_link(report: str, reports_dir: Path) -> str | None:
-    """The ``/reports/...`` URL of a training report path, if it lies under the folder."""
+Signer = Callable[[str], str]  # a report path under the reports folder -> its ``sig``
+
+
+def report_link(report: str, reports_dir: Path, sign: Signer | None = None) -> str | None:
+    """The ``/reports/...`` URL of a training report path, if it lies under the folder;
+    with ``sign``, carrying the signature that opens it without a header."""
     if not report:
         return None
     try:
-        relative = Path(report).resolve().relative_to(reports_dir.resolve())
+        relative = Path(report).resolve().relative_to(reports_dir.resolve()).as_posix()
     except ValueError:
         return None
-    return "/reports/" + relative.as_posix()
+    url = "/reports/" + quote(relative)
+    return url if sign is None else f"{url}?{links.PARAM}={sign(relative)}"
 
 
 def charts(
@@ -366,7 +387,9 @@ async def models_in_service(
     return out
 
 
-def training_rows(runs: Sequence[TrainingRun], reports_dir: Path) -> list[dict[str, Any]]:
+def training_rows(
+    runs: Sequence[TrainingRun], reports_dir: Path, sign: Signer | None = None
+) -> list[dict[str, Any]]:
     return [
         {
             "id": r.id,
@@ -378,7 +401,7 @@ def training_rows(runs: Sequence[TrainingRun], reports_dir: Path) -> list[dict[s
             "champion_version": r.champion_version,
             "challenger_version": r.challenger_version,
             "reason": r.reason,
-            "report": report_link(r.report, reports_dir),
+            "report": report_link(r.report, reports_dir, sign),
         }
         for r in runs
     ]

@@ -46,6 +46,7 @@ ADMIN = "admin"  # implies every other scope
 KEY_PREFIX_CHARS = 8
 _ALPHABET = string.ascii_lowercase + string.digits
 _KEY_RE = re.compile(r"arb_([a-z0-9]{8})_([A-Za-z0-9_-]{43})")  # used with fullmatch
+_PREFIX_RE = re.compile(r"[a-z0-9]{8}")  # used with fullmatch
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -215,6 +216,27 @@ class KeyStore:
         prefix = key_prefix(presented)
         if prefix is None:
             return None
+        found = await self._active(prefix)
+        if found is None:
+            return None
+        key, stored_hash = found
+        if not hmac.compare_digest(stored_hash, hash_key(presented)):
+            return None
+        self._used[key.id] = datetime.now(UTC)
+        return key
+
+    async def by_prefix(self, prefix: str) -> tuple[ApiKey, str] | None:
+        """The active key with ``prefix`` and its stored hash (the secret its signed report
+        links are keyed with), or None; from the same snapshot as ``authenticate``, so a
+        revocation reaches it within ``cache_s``. Counts as a use of the key."""
+        if _PREFIX_RE.fullmatch(prefix) is None:
+            return None
+        found = await self._active(prefix)
+        if found is not None:
+            self._used[found[0].id] = datetime.now(UTC)
+        return found
+
+    async def _active(self, prefix: str) -> tuple[ApiKey, str] | None:
         now = self._clock()
         age = None if self._loaded_at is None else now - self._loaded_at
         if (
@@ -223,14 +245,7 @@ class KeyStore:
             or (prefix not in self._snapshot and age >= self._miss_refresh_s)
         ):
             await self._reload(now)
-        found = self._snapshot.get(prefix)
-        if found is None:
-            return None
-        key, stored_hash = found
-        if not hmac.compare_digest(stored_hash, hash_key(presented)):
-            return None
-        self._used[key.id] = datetime.now(UTC)
-        return key
+        return self._snapshot.get(prefix)
 
     async def _reload(self, at: float) -> None:
         async with self._lock:

@@ -200,6 +200,8 @@
       var report = el("td", "–");
       if (typeof r.report === "string" && r.report.indexOf("/reports/") === 0) {
         var a = el("a", "report");
+        // As given: with auth on the server signs it (?sig=…) for our key, because the
+        // new tab cannot send the Authorization header. Links expire; each poll renews.
         a.href = r.report;
         a.target = "_blank";
         a.rel = "noopener";
