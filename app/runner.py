@@ -6,131 +6,322 @@ endpoint), the background trainer (``ARBITER_TRAINER_ENABLED``) and the sweeper 
 publishes stored decisions a crash or a failed publish left unpublished
 (``app/outbox/republish.py``).
 
-On the first signal /readyz turns 503 (load balancers drain), the loop finishes the
-batch in hand, commits its offsets and leaves the consumer group; then the HTTP server
-finishes its requests, the relay hands back the deliveries it holds, and the process
-exits 0 with its partitions already moved to the other members.
+The shutdown is bounded by ``ARBITER_SHUTDOWN_GRACE_S`` (25 s), counted from the first
+signal (or from the consume loop or a side task ending on its own):
+
+1. /readyz answers 503 at once, so load balancers stop sending traffic (/healthz stays 200).
+2. The consume loop finishes the batch in hand, commits its offsets and leaves the
+   consumer group: its partitions move to the other members at once, not after the
+   session timeout.
+3. The webhook relay, the trainer and the republish sweeper are told to stop, together:
+   the relay claims no new round and finishes the deliveries in flight; the trainer's run
+   in progress is cancelled (its child terminated, the run closed ``abandoned``, the lease
+   released); the sweeper finishes its round.
+4. The HTTP API stops last, so that it answers probes through the whole drain; it
+   finishes the requests in flight.
+5. The components close (producer flushed, database pool closed); exit status 0.
+
+A task still running when its share of the grace is over is cut off (cancelled) and
+named in an error log line: a relay cut off mid-round hands its deliveries back unsent
+(another relay or the next start sends them at once, not after the lease), a consume
+loop cut off mid-batch commits nothing (the batch is redelivered; the ledger keeps it
+from being decided twice). The process then exits with status 3 (``EXIT_GRACE_OVERRUN``)
+instead of 0. Should even that not end it (a task that ignores cancellation, a teardown
+that hangs), a watchdog thread ends the process with status 3, ``FORCE_EXIT_AFTER_S``
+after the grace, so it never hangs until the orchestrator's kill.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
-from collections.abc import Callable
-from typing import Any
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from app.outbox.republish import PublishSweeper
-from app.service import BatchListener, Components, ConsumeLoop, start_components
-from app.settings import Settings
-from app.trainer.service import Trainer
+if TYPE_CHECKING:  # imported in run_service: `arbiter trainer` uses Shutdown alone
+    from app.service import BatchListener, Components
+    from app.settings import Settings
 
 log = structlog.get_logger("arbiter.run")
 
+EXIT_GRACE_OVERRUN = 3  # the exit status when something had to be cut off at the grace
+CUT_OFF_WAIT_S = 1.0  # how long a task cut off (cancelled) gets to unwind
+FORCE_EXIT_AFTER_S = 3.0  # after the grace: the teardown's time before the watchdog acts
+HTTP_MIN_S = 0.5  # the HTTP API's stop always gets at least this long
+
+
+class Shutdown:
+    """The clock of one shutdown. ``begin`` (idempotent) fixes the deadline, runs
+    ``on_begin`` and arms a watchdog thread; ``finish`` waits for tasks until a point
+    before the deadline and cuts off (cancels) the ones still running."""
+
+    def __init__(self, grace_s: float, on_begin: Callable[[], None] = lambda: None) -> None:
+        self.grace_s = grace_s
+        self.begun = asyncio.Event()
+        self.cut_off: list[str] = []  # names of the tasks that overran, in order
+        self.waiting_on = ""  # what the watchdog names if it has to end the process
+        self._on_begin = on_begin
+        self._deadline: float | None = None
+        self._watchdog: threading.Timer | None = None
+
+    def begin(self) -> None:
+        if self._deadline is not None:
+            return
+        self._deadline = time.monotonic() + self.grace_s
+        self._watchdog = threading.Timer(self.grace_s + FORCE_EXIT_AFTER_S, self._force_exit)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        self.begun.set()
+        self._on_begin()
+
+    @property
+    def overran(self) -> bool:
+        return bool(self.cut_off)
+
+    def left(self, keep: float = 0.0) -> float:
+        """Seconds until ``keep`` seconds before the deadline (0 when past it)."""
+        if self._deadline is None:
+            raise RuntimeError("the shutdown has not begun")
+        return max(0.0, self._deadline - keep - time.monotonic())
+
+    async def finish(
+        self, tasks: Sequence[asyncio.Task[Any]], *, keep: float = 0.0, at_least: float = 0.0
+    ) -> None:
+        """Wait for ``tasks`` until ``keep`` seconds before the deadline (but ``at_least``
+        this long); cut off the ones still running, each named in the log, and give them
+        ``CUT_OFF_WAIT_S`` to unwind."""
+        running = [t for t in tasks if not t.done()]
+        if not running:
+            return
+        self.waiting_on = ", ".join(t.get_name() for t in running)
+        _, late = await asyncio.wait(running, timeout=max(self.left(keep), at_least))
+        for task in sorted(late, key=lambda t: t.get_name()):
+            self.cut_off.append(task.get_name())
+            log.error(
+                "did not stop within the shutdown grace period; cutting it off",
+                task=task.get_name(),
+                grace_s=self.grace_s,
+            )
+            task.cancel()
+        if late:
+            _, stuck = await asyncio.wait(late, timeout=CUT_OFF_WAIT_S)
+            for task in stuck:
+                log.error("still running after being cut off; leaving it", task=task.get_name())
+
+    def disarm(self) -> None:
+        """Everything stopped in time: the watchdog is not needed (an overrun keeps it
+        armed: the process is ending, and it guards the last steps)."""
+        if self._watchdog is not None and not self.overran:
+            self._watchdog.cancel()
+
+    def _force_exit(self) -> None:
+        log.error(
+            "shutdown did not finish within the grace period; ending the process",
+            grace_s=self.grace_s,
+            waiting_on=self.waiting_on or "teardown",
+            status=EXIT_GRACE_OVERRUN,
+        )
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+            sys.stdout.flush()
+        os._exit(EXIT_GRACE_OVERRUN)
+
+
+Side = list[tuple[asyncio.Event, asyncio.Task[None]]]  # (stop, task) per side task
+
 
 async def run_service(settings: Settings, *, listeners: tuple[BatchListener, ...] = ()) -> None:
-    async with start_components(settings) as components, contextlib.AsyncExitStack() as side:
-        loop = ConsumeLoop(components, listeners=listeners)
-        engine = components.ledger.engine
-        stops: list[asyncio.Event] = []
-        tasks: list[asyncio.Task[None]] = []
-        drain: Callable[[], None] = lambda: None  # noqa: E731 (replaced when HTTP runs)
+    """Run until SIGTERM/SIGINT, then shut down as the module docstring says; an overrun
+    raises ``SystemExit(EXIT_GRACE_OVERRUN)`` (this is the process's main)."""
+    from app.service import start_components
 
-        def background(name: str, start: Callable[[asyncio.Event], Any]) -> None:
-            stop = asyncio.Event()
-            stops.append(stop)
-            task = asyncio.create_task(start(stop), name=name)
-            # A side task that dies on its own (the HTTP port is taken, say) stops the
-            # service: it must not keep consuming half-configured.
-            task.add_done_callback(lambda t: None if t.cancelled() else loop.stop())
-            tasks.append(task)
+    begin_steps: list[Callable[[], None]] = []  # readiness first, then the consume loop
 
-        if settings.http_enabled:
-            from app.api.app import build_api
-            from app.api.serve import serve_http
-            from app.store.keys import KeyStore
+    def on_begin() -> None:
+        for step in begin_steps:
+            step()
 
-            api = build_api(
-                components,
-                KeyStore(engine, cache_s=settings.api_key_cache_s),
-                settings,
-                deliveries=_deliveries_of(components),
-            )
-
-            def drain() -> None:
-                api.state.api.readiness.draining = True
-
-            background(
-                "arbiter-http",
-                lambda stop: serve_http(
-                    api,
-                    settings.http_host,
-                    settings.http_port,
-                    stop=stop,
-                    on_ready=lambda port: log.info(
-                        "http api listening", host=settings.http_host, port=port
-                    ),
-                ),
-            )
-        if settings.webhooks_enabled and components.endpoints.active:
-            import httpx
-
-            from app.outbox.relay import Relay, RelayPolicy
-
-            client = httpx.AsyncClient()
-            side.push_async_callback(client.aclose)
-            relay = Relay(
-                engine, components.endpoints, client, policy=RelayPolicy.from_settings(settings)
-            )
-            background("arbiter-relay", relay.run_forever)
-        if settings.trainer_enabled:
-            background("arbiter-trainer", Trainer(settings, engine).run_forever)
-        sweeper = PublishSweeper(
-            components.ledger, components.processor.decision_messages, components.publish
-        )
-        background("arbiter-republish", sweeper.run_forever)
-
-        running = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            running.add_signal_handler(sig, _stopper(loop, sig, drain))
-        log.info(
-            "consuming",
-            bootstrap=components.bootstrap,
-            types=list(settings.event_types),
-            group=settings.consumer_group,
-        )
-        try:
-            await loop.run()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                running.remove_signal_handler(sig)
-            await _stop_all(stops, tasks)
-        log.info("stopped cleanly", batches=loop.batches)
-
-
-async def _stop_all(stops: list[asyncio.Event], tasks: list[asyncio.Task[None]]) -> None:
-    """Ask every side task to stop, then wait; the trainer's run in progress is cancelled
-    (its child is terminated, nothing registered: the next trainer closes the run
-    "abandoned")."""
-    for stop in stops:
-        stop.set()
-    for task in tasks:
-        if task.get_name() == "arbiter-trainer":
-            task.cancel()
-    failure: BaseException | None = None
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            try:
-                await asyncio.wait_for(task, 30)
-            except TimeoutError:
-                log.warning("a background task did not stop in 30 s", task=task.get_name())
-            except Exception as exc:  # stop the rest first, then report it
-                log.error("a background task failed", task=task.get_name(), error=str(exc))
-                failure = failure or exc
+    shutdown = Shutdown(settings.shutdown_grace_s, on_begin)
+    try:
+        async with start_components(settings) as components, contextlib.AsyncExitStack() as side:
+            failure = await _serve(settings, components, side, shutdown, begin_steps, listeners)
+            shutdown.waiting_on = "teardown (producer flush, database pool, broker)"
+    finally:
+        shutdown.disarm()  # unless something overran: then it guards the last steps
     if failure is not None:
         raise failure
+    if shutdown.overran:
+        raise SystemExit(EXIT_GRACE_OVERRUN)
+
+
+async def _serve(
+    settings: Settings,
+    components: Components,
+    side: contextlib.AsyncExitStack,
+    shutdown: Shutdown,
+    begin_steps: list[Callable[[], None]],
+    listeners: tuple[BatchListener, ...],
+) -> BaseException | None:
+    """Consume and run the side tasks until the shutdown begins, then drain; the first
+    failure of a task, if one failed on its own."""
+    from app.service import ConsumeLoop
+
+    loop = ConsumeLoop(components, listeners=listeners)
+    workers, http = _start_side_tasks(settings, components, side, shutdown, begin_steps)
+    begin_steps.append(loop.stop)  # after /readyz: the batch in hand, commit, leave
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, _stopper(shutdown, sig))
+    consumer = asyncio.create_task(loop.run(), name="arbiter-consumer")
+    consumer.add_done_callback(lambda _: shutdown.begin())  # crashed: stop the rest
+    log.info(
+        "consuming",
+        bootstrap=components.bootstrap,
+        types=list(settings.event_types),
+        group=settings.consumer_group,
+        shutdown_grace_s=settings.shutdown_grace_s,
+    )
+    tasks = [consumer, *(t for _, t in workers), *(t for _, t in http)]
+    try:
+        await shutdown.begun.wait()
+        await _drain(shutdown, consumer, workers, http, batches=lambda: loop.batches)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            running.remove_signal_handler(sig)
+        for task in tasks:  # only when run_service itself was interrupted
+            task.cancel()
+    failure = _failure(tasks)
+    if failure is None and shutdown.overran:
+        log.error(
+            "stopped after the shutdown grace period",
+            cut_off=shutdown.cut_off,
+            grace_s=settings.shutdown_grace_s,
+            status=EXIT_GRACE_OVERRUN,
+            batches=loop.batches,
+        )
+    elif failure is None:
+        log.info("stopped cleanly", batches=loop.batches)
+    return failure
+
+
+def _start_side_tasks(
+    settings: Settings,
+    components: Components,
+    side: contextlib.AsyncExitStack,
+    shutdown: Shutdown,
+    begin_steps: list[Callable[[], None]],
+) -> tuple[Side, Side]:
+    """Start the HTTP API, the relay, the trainer and the sweeper (as configured): the
+    workers, and the HTTP API apart (it stops last)."""
+    from app.outbox.republish import PublishSweeper
+    from app.trainer.service import Trainer
+
+    engine = components.ledger.engine
+    workers: Side = []
+    http: Side = []
+
+    def background(name: str, start: Callable[[asyncio.Event], Any], into: Side) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(start(stop), name=name)
+        # A side task that dies on its own (the HTTP port is taken, say) stops the
+        # service: it must not keep consuming half-configured.
+        task.add_done_callback(lambda t: None if t.cancelled() else shutdown.begin())
+        into.append((stop, task))
+
+    if settings.http_enabled:
+        from app.api.app import build_api
+        from app.api.serve import serve_http
+        from app.store.keys import KeyStore
+
+        api = build_api(
+            components,
+            KeyStore(engine, cache_s=settings.api_key_cache_s),
+            settings,
+            deliveries=_deliveries_of(components),
+        )
+
+        def drain() -> None:
+            api.state.api.readiness.draining = True
+
+        begin_steps.append(drain)  # /readyz answers 503 from the shutdown's first moment
+        background(
+            "arbiter-http",
+            lambda stop: serve_http(
+                api,
+                settings.http_host,
+                settings.http_port,
+                stop=stop,
+                on_ready=lambda port: log.info(
+                    "http api listening", host=settings.http_host, port=port
+                ),
+            ),
+            http,
+        )
+    if settings.webhooks_enabled and components.endpoints.active:
+        import httpx
+
+        from app.outbox.relay import Relay, RelayPolicy
+
+        client = httpx.AsyncClient()
+        side.push_async_callback(client.aclose)
+        relay = Relay(
+            engine, components.endpoints, client, policy=RelayPolicy.from_settings(settings)
+        )
+        background("arbiter-relay", relay.run_forever, workers)
+    if settings.trainer_enabled:
+        background("arbiter-trainer", Trainer(settings, engine).run_forever, workers)
+    sweeper = PublishSweeper(
+        components.ledger, components.processor.decision_messages, components.publish
+    )
+    background("arbiter-republish", sweeper.run_forever, workers)
+    return workers, http
+
+
+async def _drain(
+    shutdown: Shutdown,
+    consumer: asyncio.Task[None],
+    workers: Side,
+    http: Side,
+    *,
+    batches: Callable[[], int],
+) -> None:
+    """Steps 2 to 4 of the module docstring, each within its share of the grace."""
+    await shutdown.finish([consumer])
+    if consumer.done() and not consumer.cancelled() and consumer.exception() is None:
+        log.info("consumer stopped: batch in hand committed, group left", batches=batches())
+    for stop, task in workers:
+        stop.set()
+        if task.get_name() == "arbiter-trainer":
+            task.cancel()  # a run in progress is dropped, not waited for (minutes)
+    # The HTTP API keeps the end of the grace for itself: it stops after the others.
+    tail = min(2.0, shutdown.grace_s / 5) if http else 0.0
+    await shutdown.finish([t for _, t in workers], keep=tail)
+    for stop, _ in http:
+        stop.set()
+    await shutdown.finish([t for _, t in http], at_least=HTTP_MIN_S)
+
+
+def _failure(tasks: Sequence[asyncio.Task[None]]) -> BaseException | None:
+    """The first task that failed on its own (the consume loop first), each failure
+    logged; cancelled tasks (cut off, or the trainer) are not failures."""
+    first: BaseException | None = None
+    for task in tasks:
+        if not task.done() or task.cancelled():
+            continue
+        exc = task.exception()
+        if exc is None:
+            continue
+        if task.get_name() != "arbiter-consumer":
+            log.error("a background task failed", task=task.get_name(), error=str(exc))
+        first = first or exc
+    return first
 
 
 def _deliveries_of(components: Components) -> Callable[[str], Any]:
@@ -157,12 +348,16 @@ def _deliveries_of(components: Components) -> Callable[[str], Any]:
     return deliveries
 
 
-def _stopper(
-    loop: ConsumeLoop, sig: signal.Signals, drain: Callable[[], None]
-) -> Callable[[], None]:
+def _stopper(shutdown: Shutdown, sig: signal.Signals) -> Callable[[], None]:
     def handler() -> None:
-        log.info("shutdown requested; finishing the batch in hand", signal=sig.name)
-        drain()  # /readyz answers 503 from now on
-        loop.stop()
+        if shutdown.begun.is_set():
+            log.info("shutdown already in progress", signal=sig.name, left_s=shutdown.left())
+            return
+        log.info(
+            "shutdown requested; /readyz answers 503, finishing the batch in hand",
+            signal=sig.name,
+            grace_s=shutdown.grace_s,
+        )
+        shutdown.begin()
 
     return handler

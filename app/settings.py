@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     trainer_threads: int = Field(
         default=1, ge=1, le=64, description="CPU threads the training process may use."
     )
+    trainer_lease_s: float = Field(
+        default=300.0,
+        ge=3,
+        le=86_400,
+        description="How long the `trainer` lease (one trainer at a time across processes) "
+        "lasts without renewal; its holder renews it every third of this. A trainer that died "
+        "without letting go (killed, its host lost) is replaced after at most this long.",
+    )
     trainer_shadow_kept: bool = Field(
         default=False,
         description="Put a challenger that was not promoted in shadow beside the champion.",
@@ -162,6 +170,19 @@ class Settings(BaseSettings):
     )
     auto_migrate: bool = Field(
         default=False, description="Apply database migrations at start-up (demo, dev)."
+    )
+    shutdown_grace_s: float = Field(
+        default=25.0,
+        gt=0,
+        le=3_600,
+        description="How long `arbiter run` (and `arbiter trainer`) may take to stop after "
+        "SIGTERM/SIGINT. /readyz turns 503 at once; the consumer finishes the batch in hand, "
+        "commits its offsets and leaves the group; the webhook relay finishes the deliveries "
+        "in flight (or hands them back unsent); the HTTP API finishes its requests last. "
+        "Whatever still runs when the grace is over is cut off and named in the log, and the "
+        "process exits with status 3 instead of 0 (at the latest 3 s after the grace). Keep "
+        "it below the orchestrator's kill timeout (Kubernetes' "
+        "terminationGracePeriodSeconds, 30 s by default; compose's stop_grace_period).",
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"

@@ -14,7 +14,14 @@ The work itself (``job.run_job``) runs in a spawned child process with a lower p
 and capped threads, so the consumer never waits for it; the parent reads the dataset
 before and changes the registry after. A child that dies leaves the registry as it was
 (the run is closed ``failed``); a parent that dies leaves its run ``running`` until the
-next lease holder closes it ``abandoned``.
+next lease holder closes it ``abandoned``; a parent that is stopped (SIGTERM) terminates
+its child and closes the run ``abandoned`` itself.
+
+The lease lasts ``ARBITER_TRAINER_LEASE_S`` and is renewed every third of that for as
+long as it is held, so a holder that died is replaced within that time. A holder that
+finds on renewal that another process took the lease (it was frozen or cut off from the
+database for longer than the lease) stops its run at once and registers nothing: two
+trainers never register versions of one model side by side.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import contextlib
 import multiprocessing
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +44,7 @@ from app.inference.catalog import MODELS
 from app.settings import Settings
 from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
-from app.store.training import TrainingStore
+from app.store.training import TrainingRun, TrainingStore
 from app.trainer import monitor
 from app.trainer.job import (
     Limits,
@@ -52,13 +59,20 @@ from app.trainer.job import (
 log = structlog.get_logger("arbiter.trainer")
 
 LEASE = "trainer"
-LEASE_TTL = timedelta(minutes=5)
 CHILD_NICENESS = 10  # the consumer keeps priority over training
 Progress = Callable[[str], None]
 
 
 class TrainingCrashed(RuntimeError):
     """The training process died or raised; the run is recorded as failed."""
+
+
+LEASE_LOST = (
+    "another trainer took the lease while this run was in progress (this process was "
+    "stalled or cut off from the database for longer than ARBITER_TRAINER_LEASE_S); the "
+    "run was stopped and nothing registered"
+)
+STOPPED = "the trainer was stopped (shutdown) before the run finished; nothing registered"
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -85,7 +99,7 @@ class RunOutcome:
 
     model: str
     run_id: int
-    status: str  # promoted | kept | skipped | failed
+    status: str  # promoted | kept | skipped | failed | abandoned
     reason: str
     version: int | None = None
     report: str = ""
@@ -100,7 +114,9 @@ class Trainer:
         self.store = TrainingStore(engine)
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.limits = limits_from(settings)
-        self._ticking = False  # inside tick, which holds the lease across targets
+        self.lease_ttl = timedelta(seconds=settings.trainer_lease_s)
+        self._lost: asyncio.Event | None = None  # set while the lease is held and renewed
+        self._standing_by: str | None = None  # the other holder reported last
 
     # --- when ------------------------------------------------------------------------
 
@@ -113,7 +129,7 @@ class Trainer:
             target = target_of(name)
             if event_type not in s.event_types or target in found:
                 continue
-            last = await self.store.last_run(name)
+            last = await self._last_counted(name)
             seen = last.outcomes_seen if last else 0
             new = await self.store.labelled_since(event_type, seen)
             if new >= s.trainer_min_new:
@@ -131,19 +147,82 @@ class Trainer:
                     found[target] = "drift"
         return found
 
+    async def _last_counted(self, name: str) -> TrainingRun | None:
+        """The run new outcomes are counted from: the newest that ended, whatever the
+        result, except ``abandoned`` (stopped or lost before it learnt anything: the
+        outcomes it would have used are still to be trained on)."""
+        for run in await self.store.runs(name, limit=50):
+            if run.status not in ("running", "abandoned"):
+                return run
+        return None
+
     async def tick(self) -> list[RunOutcome]:
-        """One look: train whatever is due (if this process holds the lease)."""
-        if not await self.store.acquire(LEASE, self.holder, LEASE_TTL):
+        """One look: train whatever is due (if this process gets the lease)."""
+        if not await self._take():
+            await self._stand_by()
             return []
         done: list[RunOutcome] = []
-        self._ticking = True
-        try:
+        async with self._holding() as lost:
             for target, trigger in (await self.due()).items():
+                if lost.is_set():
+                    break
                 done += await self.train(target, trigger)
-        finally:
-            self._ticking = False
-            await self.store.release(LEASE, self.holder)
         return done
+
+    async def _take(self) -> bool:
+        before = await self.store.holder(LEASE)
+        if not await self.store.acquire(LEASE, self.holder, self.lease_ttl):
+            return False
+        if before is not None and before[0] != self.holder and before[1] < datetime.now(UTC):
+            log.warning(
+                "took over the trainer lease from a holder that stopped renewing it",
+                previous=before[0],
+                expired_at=before[1].isoformat(),
+                holder=self.holder,
+            )
+        return True
+
+    async def _stand_by(self) -> None:
+        """Say once per other holder that it trains, so this process waits."""
+        found = await self.store.holder(LEASE)
+        if found is None or found[0] in (self._standing_by, self.holder):
+            return  # released meanwhile, or said already
+        log.info(
+            "another trainer holds the lease; standing by",
+            holder=found[0],
+            expires_at=found[1].isoformat(),
+            poll_s=self.settings.trainer_poll_s,
+        )
+        self._standing_by = found[0]
+
+    @contextlib.asynccontextmanager
+    async def _holding(self) -> AsyncIterator[asyncio.Event]:
+        """Keep the lease just taken renewed while the body runs, release it after. The
+        event yielded is set when a renewal finds that another process took it."""
+        lost = asyncio.Event()
+        self._lost = lost
+        renewing = asyncio.create_task(self._renew(lost), name="arbiter-trainer-lease")
+        try:
+            yield lost
+        finally:
+            self._lost = None
+            renewing.cancel()
+            if not lost.is_set():
+                await self.store.release(LEASE, self.holder)
+
+    async def _renew(self, lost: asyncio.Event) -> None:
+        period = self.lease_ttl.total_seconds() / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                held = await self.store.acquire(LEASE, self.holder, self.lease_ttl)
+            except Exception as exc:  # the lease runs on; try again before it ends
+                log.warning("trainer lease renewal failed; trying again", error=str(exc))
+                continue
+            if not held:
+                log.error("trainer lease lost to another process", holder=self.holder)
+                lost.set()
+                return
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """``tick`` every poll interval until ``stop``; errors are logged, never fatal."""
@@ -172,21 +251,25 @@ class Trainer:
         which takes it here)."""
         names = models_of(target)
         say = on_progress or (lambda msg: log.info("training", target=target, step=msg))
-        held = await self.store.acquire(LEASE, self.holder, LEASE_TTL)
-        if not held:
+        if self._lost is not None:  # inside tick: the lease is held and renewed already
+            return await self._train(target, names, trigger, self._lost, in_process, say)
+        if not await self._take():
             found = await self.store.holder(LEASE)
             who = found[0] if found else "another process"
             raise RuntimeError(
                 f"{who} is training right now (lease {LEASE!r}); try again when it is done"
             )
-        try:
-            return await self._train(target, names, trigger, in_process=in_process, say=say)
-        finally:
-            if not self._ticking:
-                await self.store.release(LEASE, self.holder)
+        async with self._holding() as lost:
+            return await self._train(target, names, trigger, lost, in_process, say)
 
     async def _train(
-        self, target: str, names: tuple[str, ...], trigger: str, *, in_process: bool, say: Progress
+        self,
+        target: str,
+        names: tuple[str, ...],
+        trigger: str,
+        lost: asyncio.Event,
+        in_process: bool,
+        say: Progress,
     ) -> list[RunOutcome]:
         for name in names:
             if abandoned := await self.store.abandon_stale(name):
@@ -213,26 +296,43 @@ class Trainer:
             reports_dir=self.settings.reports_dir,
             limits=self.limits,
         )
-        renew = asyncio.create_task(self._renew_lease())
+        work = asyncio.create_task(self._execute(job, in_process=in_process, say=say))
+        losing = asyncio.create_task(lost.wait())
         try:
-            results = await self._execute(job, in_process=in_process, say=say)
-        except Exception as exc:
-            reason = f"training failed: {type(exc).__name__}: {exc}"
-            log.error("training failed", target=target, error=str(exc))
-            out = []
-            for n, run_id in run_ids.items():
-                await self.store.close_run(run_id, "failed", reason=reason)
-                metrics.TRAINER_RUNS.labels(model=n, result="failed").inc()
-                out.append(RunOutcome(n, run_id, "failed", reason))
-            return out
+            await asyncio.wait({work, losing}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # shutdown: the child is terminated, the run closed
+            work.cancel()
+            await asyncio.wait({work})
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._close_all(run_ids, "abandoned", STOPPED))
+            raise
         finally:
-            renew.cancel()
+            losing.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work})
+        if work.cancelled() or not await self.store.acquire(LEASE, self.holder, self.lease_ttl):
+            # The lease is someone else's: registering now could race their run.
+            lost.set()
+            log.error("training run stopped: lease lost", target=target)
+            return await self._close_all(run_ids, "abandoned", LEASE_LOST)
+        try:
+            results = work.result()
+        except Exception as exc:
+            log.error("training failed", target=target, error=str(exc))
+            reason = f"training failed: {type(exc).__name__}: {exc}"
+            return await self._close_all(run_ids, "failed", reason)
         return [await self._record(result, say) for result in results]
 
-    async def _renew_lease(self) -> None:
-        while True:
-            await asyncio.sleep(LEASE_TTL.total_seconds() / 3)
-            await self.store.acquire(LEASE, self.holder, LEASE_TTL)
+    async def _close_all(
+        self, run_ids: dict[str, int], status: str, reason: str
+    ) -> list[RunOutcome]:
+        out = []
+        for n, run_id in run_ids.items():
+            await self.store.close_run(run_id, status, reason=reason)
+            metrics.TRAINER_RUNS.labels(model=n, result=status).inc()
+            out.append(RunOutcome(n, run_id, status, reason))
+        return out
 
     async def _execute(
         self, job: TrainJob, *, in_process: bool, say: Progress
