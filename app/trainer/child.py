@@ -6,9 +6,30 @@ limits must be in the environment before numpy, scikit-learn or torch load.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 import traceback
+from multiprocessing.connection import wait
 from typing import Any
+
+EXIT_ORPHANED = 70  # the status a child ends with when its parent is gone
+
+
+def exit_with_parent() -> None:
+    """End this process as soon as the process that spawned it is gone.
+
+    A trainer killed outright (SIGKILL, a lost pod) must not leave its child training on:
+    the child would go on using CPU and write a version folder that nobody registers."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def init(threads: int, niceness: int, log_format: str, log_level: str) -> None:
@@ -48,6 +69,7 @@ def run(job: Any, threads: int) -> Any:
 def main(job: Any, threads: int, niceness: int, log_format: str, log_level: str, conn: Any) -> None:
     """The child process's entry: run the job, send back ("ok", results) or ("error", text)."""
     try:
+        exit_with_parent()
         init(threads, niceness, log_format, log_level)
         conn.send(("ok", run(job, threads)))
     except BaseException as exc:
