@@ -46,7 +46,13 @@ from app.pipeline.stages import (
 )
 from app.rules.engine import RulesEngine
 from app.rules.spec import RuleSet
-from app.store.ledger import DeadLetterRecord, DecisionRecord, Ledger
+from app.store.ledger import (
+    DeadLetterRecord,
+    DecisionRecord,
+    Ledger,
+    RecordOutcome,
+    StoredDecision,
+)
 from app.store.outcomes import OutcomeStore
 from connectors.kafka import OutMessage
 from schemas import Decision, Outcome
@@ -402,23 +408,7 @@ class BatchProcessor:
             deliveries=plan_batch((d for d, _, _ in decided), self._endpoints, now),
         )
 
-        to_publish: list[OutMessage] = []
-        published_ids: list[str] = []
-        for decision, item, _ in decided:
-            if decision.event_id in outcome.inserted_event_ids:
-                to_publish.extend(self.decision_messages(decision))
-                published_ids.append(decision.event_id)
-                result.decided[(decision.event_type, decision.decision)] += 1
-                result.latencies_ms.append(decision.latency_ms)
-                result.e2e_ms.append(max(now.timestamp() * 1000.0 - item.record.timestamp_ms, 0.0))
-            else:
-                result.redelivered += 1  # another consumer stored it first; it publishes it
-                result.redelivered_types[decision.event_type] += 1
-        for event_id, prior in stored.items():
-            if not prior.published:
-                to_publish.extend(self.decision_messages(decision_from_record(prior.record)))
-                published_ids.append(event_id)
-                result.republished += 1
+        to_publish, published_ids = await self._owed(first, decided, outcome, stored, result, now)
         dl_positions: list[Position] = []
         for r in rejected:
             pos = (r.record.topic, r.record.partition, r.record.offset)
@@ -438,6 +428,43 @@ class BatchProcessor:
         if published_ids or dl_positions:
             await self._ledger.mark_published(published_ids, dl_positions, utcnow())
         return result
+
+    async def _owed(
+        self,
+        first: Sequence[Valid],
+        decided: Sequence[tuple[Decision, Valid, dict[str, Any]]],
+        outcome: RecordOutcome,
+        stored: Mapping[str, StoredDecision],
+        result: BatchResult,
+        now: datetime,
+    ) -> tuple[list[OutMessage], list[str]]:
+        """The decision messages to publish and the event ids they mark published."""
+        # Every decision this batch owes the decisions topic, by event: new ones, ones a
+        # consumer racing us stored first (it may die before it publishes them), and ones
+        # stored by a consumer that died before publishing. They go out in the order their
+        # events came in, so a customer's decisions keep their order on the topic.
+        owed: dict[str, list[OutMessage]] = {}
+        raced: list[str] = []
+        for decision, item, _ in decided:
+            if decision.event_id in outcome.inserted_event_ids:
+                owed[decision.event_id] = self.decision_messages(decision)
+                result.decided[(decision.event_type, decision.decision)] += 1
+                result.latencies_ms.append(decision.latency_ms)
+                result.e2e_ms.append(max(now.timestamp() * 1000.0 - item.record.timestamp_ms, 0.0))
+            else:
+                raced.append(decision.event_id)
+                result.redelivered += 1  # another consumer stored it first: publish theirs
+                result.redelivered_types[decision.event_type] += 1
+        found = await self._ledger.find_decisions(raced) if raced else {}
+        for event_id, prior in found.items():
+            owed[event_id] = self.decision_messages(decision_from_record(prior.record))
+        for event_id, prior in stored.items():
+            if not prior.published:
+                owed[event_id] = self.decision_messages(decision_from_record(prior.record))
+                result.republished += 1
+        in_order = [v.event.event_id for v in first if v.event.event_id in owed]
+        to_publish = [message for event_id in in_order for message in owed[event_id]]
+        return to_publish, in_order
 
 
 def summarise(result: BatchResult) -> dict[str, Any]:
