@@ -29,6 +29,18 @@ FAST_GROUP = {
 }
 
 
+def json_log_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON log events a process wrote to ``path`` (other lines skipped)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
 class ArbiterProcess:
     """``arbiter run`` as a real child process, configured only through its environment."""
 
@@ -49,14 +61,7 @@ class ArbiterProcess:
         return self
 
     def log_lines(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-        return out
+        return json_log_lines(self.log_path)
 
     async def wait_for_log(self, event: str, timeout: float = 90.0, after: int = 0) -> None:
         deadline = time.monotonic() + timeout

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import shutil
 import signal
@@ -37,7 +36,7 @@ from app.store.registry import ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
 from app.trainer.service import LEASE, STOPPED
 from connectors.broker import EmbeddedBroker
-from tests.harness import ArbiterProcess, produce, wait_decided, wait_until
+from tests.harness import ArbiterProcess, json_log_lines, produce, wait_decided, wait_until
 from tests.trainer_data import scored_by, seed
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -76,14 +75,7 @@ class TrainerProcess:
         return f"{socket.gethostname()}:{self.proc.pid}"
 
     def lines(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-        return out
+        return json_log_lines(self.log_path)
 
     def said(self, event: str) -> list[dict[str, Any]]:
         return [e for e in self.lines() if e.get("event") == event]
@@ -143,7 +135,11 @@ async def _seed_due(engine: AsyncEngine, models: Path, n: int, seed_no: int) -> 
     never saw."""
     events, labels = labelled_events("transaction", n, seed=seed_no, drift_at=0)
     scores = scored_by(models, NAME, events)
-    await seed(Ledger(engine), OutcomeStore(engine), events, labels, model=NAME, scores=scores)
+    # One write for all n outcomes: a trainer polling every second must not start on the
+    # first 1,000 and find the rest "new" (and drifting) right after.
+    await seed(
+        Ledger(engine), OutcomeStore(engine), events, labels, model=NAME, scores=scores, chunk=n
+    )
 
 
 async def _runs(engine: AsyncEngine) -> list[TrainingRun]:

@@ -82,15 +82,16 @@ async def seed(
     version: str = "v1",
     scores: Sequence[float | str] | None = None,
     offset: int = 0,
+    chunk: int = 1000,
 ) -> None:
     """Decisions for ``events`` in the ledger (as ``version`` scored them) and their
     outcomes in the outcome store, in chunks as the service writes them."""
     rows = decision_rows(events, model=model, version=version, scores=scores, offset=offset)
     found = outcomes_of(events, labels)
-    for start in range(0, len(rows), 1000):
-        await ledger.record(rows[start : start + 1000], [])
-    for start in range(0, len(found), 1000):
-        await store.record(found[start : start + 1000], found[0].occurred_at)
+    for start in range(0, len(rows), chunk):
+        await ledger.record(rows[start : start + chunk], [])
+    for start in range(0, len(found), chunk):
+        await store.record(found[start : start + chunk], found[0].occurred_at)
 
 
 def scored_by(models_dir: Path, name: str, events: Sequence[EventBase]) -> list[float]:
