@@ -37,7 +37,6 @@ from app.errors import ConfigError
 from app.inference import artifacts
 from app.inference.catalog import MODELS
 from app.inference.lifecycle import train_first
-from app.pipeline.processor import BatchResult
 from app.service import Components, ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.emit import emit
@@ -47,6 +46,7 @@ from app.store.ledger import percentiles
 from app.store.registry import ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
 from app.trainer.service import RunOutcome, Trainer
+from app.values import BatchResult
 
 # The demo's own trainer thresholds: a few thousand events bring ~1,500 transaction
 # outcomes, fewer than a production ARBITER_TRAINER_MIN_NEW; a short search keeps the

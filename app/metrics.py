@@ -13,13 +13,12 @@ import time
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence, Set
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
-if TYPE_CHECKING:
-    from app.pipeline.processor import BatchResult
-    from schemas import Decision
+from app.values import BatchResult
+from schemas import Decision
 
 RULES_RELOADS = Counter(
     "arbiter_rules_reloads_total",

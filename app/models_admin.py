@@ -16,11 +16,12 @@ from typing import Any
 from app.errors import ConfigError
 from app.inference.loading import load_served
 from app.settings import Settings
-from app.store.ledger import DecisionRecord, Ledger
+from app.store.ledger import Ledger
 from app.store.migrate import open_migrated
 from app.store.registry import ModelEvent, ModelRecord, ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
 from app.trainer.monitor import DriftStatus
+from app.values import DecisionRecord
 
 
 @contextlib.asynccontextmanager

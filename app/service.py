@@ -33,8 +33,7 @@ from app.inference.lifecycle import (
 from app.inference.scoring import Scorer
 from app.metrics import CONSUME_TO_COMMIT, RULES_RELOADS, LagReporter, set_versions_in_service
 from app.outbox.config import Endpoints, check_rule_webhooks, load_endpoints
-from app.pipeline.processor import BatchProcessor, BatchResult, summarise
-from app.pipeline.stages import InRecord
+from app.pipeline.processor import BatchProcessor, summarise
 from app.rules.engine import RulesEngine
 from app.rules.loader import load_rulesets
 from app.rules.reload import RulesWatcher
@@ -45,14 +44,9 @@ from app.store.db import check_connection, create_engine
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
+from app.values import BatchResult, InRecord, OutMessage
 from connectors.broker import EmbeddedBroker
-from connectors.kafka import (
-    OutMessage,
-    ensure_topics,
-    make_consumer,
-    make_producer,
-    publish_all,
-)
+from connectors.kafka import ensure_topics, make_consumer, make_producer, publish_all
 from schemas import field_types
 
 log = structlog.get_logger("arbiter.service")

@@ -46,14 +46,9 @@ from app.inference.lifecycle import scorer_from_folder
 from app.settings import EVENT_TYPES
 from app.simulator.emit import emit
 from app.simulator.generate import generate
+from app.values import OutMessage
 from connectors.broker import EmbeddedBroker
-from connectors.kafka import (
-    OutMessage,
-    ensure_topics,
-    make_consumer,
-    make_producer,
-    publish_all,
-)
+from connectors.kafka import ensure_topics, make_consumer, make_producer, publish_all
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -201,9 +196,9 @@ async def wait_done(done: asyncio.Event, task: asyncio.Task[Any], limit_s: float
 
 
 async def run_arbiter(fig: Figure, bootstrap: str, work: Path, models_dir: Path, limit_s: float):
-    from app.pipeline.processor import BatchResult
     from app.service import ConsumeLoop, start_components
     from app.settings import Settings
+    from app.values import BatchResult
 
     settings = Settings(
         kafka_bootstrap=bootstrap,

@@ -33,9 +33,9 @@ import httpx
 from benchlib import append_results, git_commit
 
 from app.outbox.config import Endpoint, Endpoints
-from app.outbox.plan import DeliveryRecord
 from app.outbox.relay import Relay, RelayPolicy
-from app.store import DecisionRecord, Ledger, create_engine, upgrade
+from app.store import Ledger, create_engine, upgrade
+from app.values import DecisionRecord, DeliveryRecord
 from connectors.webhooks import request_headers
 
 RECEIVER = """

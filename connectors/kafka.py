@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -25,18 +24,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from app.errors import ConfigError, TransientError
+from app.values import OutMessage
 
 Header = tuple[str, bytes]
-
-
-@dataclass(frozen=True)
-class OutMessage:
-    """One record to publish: where, under which key, what, with which headers."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: tuple[Header, ...] = field(default_factory=tuple)
 
 
 async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> list[str]:

@@ -30,14 +30,13 @@ from app.metrics import (
     observe_batch,
     set_versions_in_service,
 )
-from app.pipeline.processor import BatchProcessor, BatchResult
-from app.pipeline.stages import InRecord
+from app.pipeline.processor import BatchProcessor
 from app.service import load_rules_engine
 from app.settings import Settings
 from app.simulator.generate import SimEvent, generate
 from app.store import create_engine, migrate
 from app.store.ledger import Ledger
-from connectors.kafka import OutMessage
+from app.values import BatchResult, InRecord, OutMessage
 from schemas import Decision
 
 pytestmark = [pytest.mark.sqlite]

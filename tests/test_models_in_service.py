@@ -19,8 +19,9 @@ from app.inference import artifacts, tabular
 from app.service import ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.generate import generate, training_set
-from app.store.ledger import Ledger, StoredDecision
+from app.store.ledger import Ledger
 from app.store.registry import ModelRegistry
+from app.values import StoredDecision
 from connectors.broker import EmbeddedBroker
 from tests.harness import arbiter, produce, wait_decided, wait_until
 

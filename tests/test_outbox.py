@@ -27,10 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.inference.scoring import Scorer
 from app.outbox.admin import retry_deliveries
 from app.outbox.config import Endpoint, Endpoints
-from app.outbox.plan import DeliveryRecord
 from app.outbox.relay import Relay, RelayPolicy
 from app.pipeline.processor import BatchProcessor
-from app.pipeline.stages import InRecord
 from app.service import load_rules_engine
 from app.settings import Settings
 from app.simulator.generate import generate
@@ -38,7 +36,7 @@ from app.store import Ledger
 from app.store.outbox import Delivery, OutboxStore
 from app.store.tables import decisions as decisions_table
 from app.store.tables import deliveries as deliveries_table
-from connectors.kafka import OutMessage
+from app.values import DeliveryRecord, InRecord, OutMessage
 from tests.test_store import decision
 from tests.webhook_receiver import Receiver, serve
 

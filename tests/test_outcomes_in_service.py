@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from app.pipeline.processor import BatchResult
 from app.service import ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.emit import emit
 from app.simulator.generate import SimEvent, generate
+from app.values import BatchResult
 from connectors.broker import EmbeddedBroker
 from tests.harness import header, produce, read_topics, wait_decided, wait_until
 

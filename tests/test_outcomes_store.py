@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.store.ledger import DecisionRecord, Ledger
+from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeCounts, OutcomeStore, outcome_digest
+from app.values import DecisionRecord
 from schemas import Outcome
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

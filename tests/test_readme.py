@@ -10,9 +10,10 @@ from pathlib import Path
 
 from app.inference.lifecycle import scorer_from_folder
 from app.pipeline.decode import decode_event
-from app.pipeline.stages import InRecord, Valid, assemble_decisions, rule_facts
+from app.pipeline.stages import Valid, assemble_decisions, rule_facts
 from app.service import load_rules_engine
 from app.settings import Settings
+from app.values import InRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 

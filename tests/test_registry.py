@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ConfigError
 from app.inference import artifacts
-from app.inference.base import ModelMeta
 from app.inference.catalog import MODELS
 from app.inference.lifecycle import ensure_champions, load_in_service
 from app.inference.loading import load_served
 from app.store.registry import ModelRegistry, VersionExists
 from app.store.tables import model_versions
+from app.values import ModelMeta
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 from app.outbox.republish import PublishSweeper
 from app.simulator.generate import labelled_events
 from app.store.ledger import Ledger
-from connectors.kafka import OutMessage
+from app.values import OutMessage
 from schemas import Decision
 from tests.trainer_data import decision_rows
 

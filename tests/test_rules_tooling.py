@@ -22,7 +22,8 @@ from app.settings import Settings
 from app.simulator.generate import training_set
 from app.store import migrate
 from app.store.db import create_engine
-from app.store.ledger import DecidedEvent, DecisionRecord, Ledger
+from app.store.ledger import Ledger
+from app.values import DecidedEvent, DecisionRecord
 from schemas import EVENT_MODELS
 from tests.harness import arbiter
 

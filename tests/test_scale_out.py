@@ -41,15 +41,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.inference.scoring import Scorer
 from app.pipeline.processor import BatchProcessor
-from app.pipeline.stages import InRecord
 from app.service import load_rules_engine
 from app.settings import Settings
 from app.simulator.emit import emit
 from app.simulator.generate import SimEvent, generate
 from app.store import create_engine, migrate
 from app.store.ledger import Ledger
+from app.values import InRecord, OutMessage
 from connectors.broker import EmbeddedBroker
-from connectors.kafka import OutMessage
 from tests.harness import ArbiterProcess, header, read_topics, wait_until
 
 TYPES = ("order", "ticket", "transaction")

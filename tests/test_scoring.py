@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from app.inference.base import BatchContext, ModelMeta, Prediction
+from app.inference.base import BatchContext, Prediction
 from app.inference.catalog import MODELS, SCORE_TYPES
 from app.inference.lifecycle import scorer_from_folder
 from app.inference.scoring import Scorer
 from app.simulator.generate import training_set
 from app.store.ledger import Ledger
+from app.values import ModelMeta
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +187,7 @@ async def test_replay_history_feeds_the_ledgers_recent_decided_events(
     from datetime import timedelta
 
     from app.inference.lifecycle import replay_history
-    from app.store.ledger import DecisionRecord
+    from app.values import DecisionRecord
 
     events = [
         e for t in ("transaction", "order", "ticket") for e in training_set(t, 30, seed=49)[0]

@@ -15,7 +15,6 @@ import pytest
 from app.errors import InvalidEvent
 from app.pipeline.processor import decision_from_record, decision_record
 from app.pipeline.stages import (
-    InRecord,
     Rejected,
     Valid,
     assemble_decisions,
@@ -27,6 +26,7 @@ from app.pipeline.stages import (
 )
 from app.rules.engine import RuleResult
 from app.simulator.generate import SimEvent, generate
+from app.values import InRecord
 from schemas import Decision
 
 LIMIT = 65_536

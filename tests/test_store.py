@@ -23,8 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ConfigError, TransientError
 from app.store import (
-    DeadLetterRecord,
-    DecisionRecord,
     Ledger,
     check_connection,
     create_engine,
@@ -37,6 +35,7 @@ from app.store.ledger import decision_rows, percentiles
 from app.store.tables import dead_letters as dead_letters_table
 from app.store.tables import decisions as decisions_table
 from app.store.tables import metadata
+from app.values import DeadLetterRecord, DecisionRecord
 
 PG_ADMIN_URL = os.environ.get(
     "ARBITER_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

@@ -25,9 +25,10 @@ from sklearn.preprocessing import FunctionTransformer
 
 from app.errors import ConfigError
 from app.inference import artifacts, features, tabular, tabular_fast
-from app.inference.base import TOP_CONTRIBUTIONS, BatchContext, ModelMeta
+from app.inference.base import TOP_CONTRIBUTIONS, BatchContext
 from app.inference.features import History, Row, feature_rows
 from app.simulator.generate import training_set
+from app.values import ModelMeta
 from schemas import EventBase, Order, OrderItem, Transaction
 from schemas.transaction import Device
 

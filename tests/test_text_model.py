@@ -23,8 +23,9 @@ import pytest
 from app.errors import ConfigError
 from app.inference import artifacts, text
 from app.inference import encoder as enc
-from app.inference.base import BatchContext, ModelMeta
+from app.inference.base import BatchContext
 from app.simulator.generate import training_set
+from app.values import ModelMeta
 from schemas import Ticket
 
 TRAIN_N = 600  # 450 train / 150 holdout: keeps this file's fit at ~15 s

@@ -7,9 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from app.store.ledger import DecisionRecord, Ledger
+from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.trainer.job import Limits, Record
+from app.values import DecisionRecord
 from schemas import EventBase, Outcome
 
 # Small budgets keep each training run to seconds on 2 cores.

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from app.errors import TransientError
 from app.pipeline.processor import BatchProcessor
-from app.pipeline.stages import InRecord
+from app.values import InRecord
 
 MAX_BATCH = 64
 

@@ -17,8 +17,8 @@ from app.api.state import ApiState
 from app.errors import InvalidEvent, TransientError
 from app.pipeline.decode import decode_event
 from app.pipeline.processor import decision_from_record
-from app.pipeline.stages import InRecord, guess_event_id
-from connectors.kafka import OutMessage
+from app.pipeline.stages import guess_event_id
+from app.values import InRecord, OutMessage
 from schemas import Decision
 
 log = structlog.get_logger("arbiter.api")

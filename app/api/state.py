@@ -10,7 +10,7 @@ from app.api.decide import Decider
 from app.service import Components
 from app.settings import Settings
 from app.store.ledger import Ledger
-from connectors.kafka import OutMessage
+from app.values import OutMessage
 
 
 @dataclass

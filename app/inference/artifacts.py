@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from app.errors import ConfigError
-from app.inference.base import Fitted, ModelMeta
+from app.inference.base import Fitted
+from app.values import ModelMeta
 
 _VERSION = re.compile(r"v([0-9]{1,9})")
 _NAME = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")

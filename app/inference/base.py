@@ -13,37 +13,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from app.values import ModelMeta
 from schemas import EventBase
 
 Score = float | str
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ModelMeta:
-    """What the registry knows about one model version (also ``meta.json`` beside it)."""
-
-    name: str  # "transaction.fraud"
-    version: int
-    family: str  # "tabular" | "text"
-    kind: str  # "binary" (score = P(positive)) | "multiclass" (score = top label)
-    features: tuple[str, ...]
-    metrics: dict[str, float]
-    created_at: str  # ISO 8601, UTC
-    trained_on: str  # a sentence: where the training data came from
-    window_start: str = ""  # ISO 8601 of the oldest training example ("" if unknown)
-    window_end: str = ""  # ISO 8601 of the newest training example
-    classes: tuple[str, ...] = ()
-    params: dict[str, Any] = field(default_factory=dict)  # e.g. {"encoder": "minilm-int8"}
-    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
-
-    @property
-    def tag(self) -> str:
-        return f"v{self.version}"
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,13 @@ import structlog
 
 from app.errors import ConfigError
 from app.inference import artifacts
-from app.inference.base import ModelMeta, Served
+from app.inference.base import Served
 from app.inference.catalog import MODELS
 from app.inference.loading import load_served
 from app.inference.scoring import Scorer, warm_up
 from app.store.ledger import Ledger
 from app.store.registry import InService, ModelRecord, ModelRegistry, VersionExists
+from app.values import ModelMeta
 from schemas import EVENT_MODELS, EventBase
 
 log = structlog.get_logger("arbiter.models")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from app.errors import ConfigError
 from app.inference import artifacts
-from app.inference.base import ModelMeta, Served
+from app.inference.base import Served
+from app.values import ModelMeta
 
 
 def load_served(models_dir: Path, meta: ModelMeta) -> Served:

@@ -52,7 +52,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from app.errors import ConfigError
 from app.inference import features
-from app.inference.base import TOP_CONTRIBUTIONS, BatchContext, ModelMeta, Prediction
+from app.inference.base import TOP_CONTRIBUTIONS, BatchContext, Prediction
 from app.inference.features import FeatureValue, History, Row
 from app.inference.tabular_fast import (
     UNSEEN,
@@ -63,6 +63,7 @@ from app.inference.tabular_fast import (
     number_cell,
     one_openmp_thread,
 )
+from app.values import ModelMeta
 from schemas import EventBase
 
 Array = npt.NDArray[Any]

@@ -36,8 +36,9 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import ConfigError
-from app.inference.base import TOP_CONTRIBUTIONS, BatchContext, ModelMeta, Prediction
+from app.inference.base import TOP_CONTRIBUTIONS, BatchContext, Prediction
 from app.inference.features import ticket_text
+from app.values import ModelMeta
 from schemas import EventBase, Ticket
 
 if TYPE_CHECKING:

@@ -9,35 +9,13 @@ and sent later by the relay. No I/O here.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from app.outbox.config import Endpoints
+from app.values import DeliveryRecord
 from schemas import Decision
 
-__all__ = ["DeliveryRecord", "idempotency_key", "plan_batch", "plan_deliveries"]
-
-
-@dataclass(frozen=True)
-class DeliveryRecord:
-    """One delivery owed: ``payload`` (the decision JSON) to ``endpoint``, first due at
-    ``created_at``; ``partition_key`` orders deliveries of one key on ordered endpoints."""
-
-    event_id: str
-    endpoint: str
-    partition_key: str
-    payload: dict[str, Any]
-    created_at: datetime
-
-    @property
-    def idempotency_key(self) -> str:
-        return idempotency_key(self.event_id, self.endpoint)
-
-
-def idempotency_key(event_id: str, endpoint: str) -> str:
-    """The ``Idempotency-Key`` of a delivery: the same for every attempt and every replay."""
-    return f"{event_id}:{endpoint}"
+__all__ = ["plan_batch", "plan_deliveries"]
 
 
 def targets(decision: Decision, endpoints: Endpoints) -> list[str]:

@@ -25,7 +25,7 @@ import structlog
 from app.pipeline.processor import decision_from_record
 from app.store.ledger import Ledger
 from app.store.tables import decisions
-from connectors.kafka import OutMessage
+from app.values import OutMessage
 from schemas import Decision
 
 log = structlog.get_logger("arbiter.republish")

@@ -22,7 +22,8 @@ import structlog
 
 from app.rules.spec import RuleSet
 from app.rules.windows import WindowSpec, WindowStore
-from app.store.ledger import DecidedEvent, Ledger
+from app.store.ledger import Ledger
+from app.values import DecidedEvent
 
 log = structlog.get_logger("arbiter.correlation")
 

@@ -18,7 +18,6 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +30,6 @@ from app.outbox.config import Endpoints
 from app.outbox.plan import plan_batch
 from app.pipeline.correlation import Correlator, window_specs
 from app.pipeline.stages import (
-    InRecord,
     Rejected,
     RuleOutcome,
     Valid,
@@ -46,48 +44,23 @@ from app.pipeline.stages import (
 )
 from app.rules.engine import RulesEngine
 from app.rules.spec import RuleSet
-from app.store.ledger import (
+from app.store.ledger import Ledger
+from app.store.outcomes import OutcomeStore
+from app.values import (
+    BatchResult,
     DeadLetterRecord,
     DecisionRecord,
-    Ledger,
+    InRecord,
+    OutMessage,
     RecordOutcome,
     StoredDecision,
 )
-from app.store.outcomes import OutcomeStore
-from connectors.kafka import OutMessage
 from schemas import Decision, Outcome
 
 log = structlog.get_logger("arbiter.processor")
 
 Publish = Callable[[Sequence[OutMessage]], Awaitable[None]]
 Position = tuple[str, int, int]
-
-
-@dataclass
-class BatchResult:
-    """What one batch did — fed to progress displays and the canonical log line."""
-
-    records: int = 0
-    decided: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, decision)
-    dead_lettered: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, reason)
-    redelivered: int = 0
-    redelivered_types: Counter[str] = field(default_factory=Counter)  # the same, per type
-    republished: int = 0
-    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, result)
-    latencies_ms: list[float] = field(default_factory=list)
-    # produce-time → decision-stored, per new decision (end-to-end through Kafka)
-    e2e_ms: list[float] = field(default_factory=list)
-
-    def merge(self, other: BatchResult) -> None:
-        """Add ``other``'s counts to this one (``records`` is set by the caller)."""
-        self.decided.update(other.decided)
-        self.dead_lettered.update(other.dead_lettered)
-        self.outcomes.update(other.outcomes)
-        self.redelivered += other.redelivered
-        self.redelivered_types.update(other.redelivered_types)
-        self.republished += other.republished
-        self.latencies_ms.extend(other.latencies_ms)
-        self.e2e_ms.extend(other.e2e_ms)
 
 
 def decision_record(

@@ -15,21 +15,8 @@ from typing import Any, Protocol
 
 from app.errors import InvalidEvent
 from app.pipeline.decode import decode_event, decode_outcome
+from app.values import InRecord
 from schemas import Decision, EventBase, Outcome
-
-
-@dataclass(frozen=True)
-class InRecord:
-    """One consumed Kafka record, with the event type its topic names."""
-
-    event_type: str
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int
-    kind: str = "events"  # or "outcomes": which of the type's input topics it came from
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from app.errors import ConfigError
 from app.rules.engine import RuleResult, RulesEngine
 from app.rules.spec import RuleSet
 from app.rules.windows import WindowSpec, WindowStore
-from app.store.ledger import DecidedEvent
+from app.values import DecidedEvent
 
 __all__ = [
     "BacktestReport",

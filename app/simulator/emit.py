@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from aiokafka import AIOKafkaProducer
 
 from app.simulator.generate import SimEvent
-from connectors.kafka import OutMessage, make_producer, publish_all
+from app.values import OutMessage
+from connectors.kafka import make_producer, publish_all
 
 
 async def emit(

@@ -7,21 +7,11 @@ the schema this code expects, ``ledger`` reads and writes decisions and dead let
 from __future__ import annotations
 
 from app.store.db import check_connection, create_engine
-from app.store.ledger import (
-    DeadLetterRecord,
-    DecisionRecord,
-    Ledger,
-    RecordOutcome,
-    StoredDecision,
-)
+from app.store.ledger import Ledger
 from app.store.migrate import current_revision, head_revision, require_current, upgrade
 
 __all__ = [
-    "DeadLetterRecord",
-    "DecisionRecord",
     "Ledger",
-    "RecordOutcome",
-    "StoredDecision",
     "check_connection",
     "create_engine",
     "current_revision",

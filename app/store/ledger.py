@@ -18,112 +18,27 @@ import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import TransientError
 from app.store.db import describe_cause
+from app.store.outbox import insert_deliveries
+from app.store.sql import chunks, insert_or_skip, is_transient
 from app.store.tables import dead_letters as dl_table
 from app.store.tables import decisions as dec_table
-
-if TYPE_CHECKING:
-    from app.outbox.plan import DeliveryRecord
-
-# Bounded IN lists keep every statement well under the bind-parameter limits of
-# SQLite (32766) and asyncpg (32767), whatever the batch size.
-IN_CHUNK = 500
-
-# SQLSTATE codes and classes worth retrying: connection loss (08), serialization
-# failure and deadlock (40), out of resources (53), server shutting down or starting
-# (57P), lock not available (55P03).
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "55P03")
-
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class DecisionRecord:
-    """One decision as the ledger stores it, with where its event came from."""
-
-    event_id: str
-    event_type: str
-    partition_key: str
-    decision: str
-    actions: list[dict[str, Any]]
-    scores: dict[str, Any]
-    model_versions: dict[str, Any]
-    rules_fired: list[str]
-    reasons: list[str]
-    payload: dict[str, Any]
-    latency_ms: float
-    occurred_at: datetime
-    decided_at: datetime
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    ruleset_version: str = ""
-    explanations: dict[str, Any] = field(default_factory=dict)
-    shadow_scores: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DeadLetterRecord:
-    """A record that could not be decided, kept with its original bytes and the reason."""
-
-    event_type: str
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    event_id: str | None
-    reason: str
-    detail: str
-    raw: bytes
-    key: bytes | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class DecidedEvent:
-    """A stored event as replays need it: what it was, how it scored, what was decided."""
-
-    event_type: str
-    partition_key: str
-    occurred_at: datetime
-    payload: dict[str, Any]
-    scores: dict[str, Any]
-    decision: str
-    rules_fired: tuple[str, ...]
-    ruleset_version: str
-
-
-@dataclass(frozen=True)
-class StoredDecision:
-    """A decision found in the ledger; ``published`` is False until ``mark_published``."""
-
-    record: DecisionRecord
-    published: bool
-
-
-@dataclass(frozen=True)
-class RecordOutcome:
-    """What ``Ledger.record`` wrote.
-
-    ``duplicate_event_ids`` were already in the ledger (another writer decided them
-    first, or this is a redelivery): their stored decision is the one that counts, so
-    the caller loads it with ``find_decisions`` and publishes that instead.
-    """
-
-    inserted_event_ids: frozenset[str]
-    duplicate_event_ids: frozenset[str]
-    dead_letters_inserted: int
-
+from app.values import (
+    DeadLetterRecord,
+    DecidedEvent,
+    DecisionRecord,
+    DeliveryRecord,
+    RecordOutcome,
+    StoredDecision,
+)
 
 # --- pure helpers -------------------------------------------------------------------
 
@@ -260,12 +175,6 @@ def percentiles(values: Iterable[float], qs: Sequence[float]) -> dict[float, flo
     return out
 
 
-def chunks(items: Sequence[_T], size: int = IN_CHUNK) -> Iterable[Sequence[_T]]:
-    """``items`` in consecutive slices of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _offsets_by_partition(
     positions: Iterable[tuple[str, int, int]],
 ) -> dict[tuple[str, int], list[int]]:
@@ -275,32 +184,6 @@ def _offsets_by_partition(
     for topic, partition, offset in sorted(set(positions)):
         grouped[(topic, partition)].append(offset)
     return dict(grouped)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the same statement later can succeed (lost link, lock, deadlock)."""
-    if isinstance(exc, OSError | TimeoutError | PoolTimeoutError):
-        return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated or isinstance(exc, OperationalError):
-            return True
-        sqlstate = getattr(exc.orig, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
-            return True
-        return isinstance(exc, InterfaceError) and "closed" in str(exc).lower()
-    return False
-
-
-def insert_or_skip(table: sa.Table, dialect_name: str) -> Any:
-    """An INSERT that skips rows whose unique key already exists."""
-    if dialect_name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect_name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise NotImplementedError(
-        f"the ledger supports SQLite and PostgreSQL, not {dialect_name}: "
-        "set ARBITER_DATABASE_URL to a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
-    )
 
 
 # --- I/O shell ----------------------------------------------------------------------
@@ -396,7 +279,6 @@ class Ledger:
         that already exist. ``deliveries`` (the webhook outbox) are written in the same
         transaction, only those of decisions this call really inserted: a redelivered
         event never owes a second delivery."""
-        from app.store.outbox import insert_deliveries  # late: outbox imports this module
 
         d_rows = decision_rows(decisions)
         dl_rows = dead_letter_rows(dead_letters)

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.outbox.plan import DeliveryRecord
-from app.store.ledger import chunks, insert_or_skip
+from app.store.sql import chunks, insert_or_skip
 from app.store.tables import deliveries as table
+from app.values import DeliveryRecord
 
 __all__ = [
     "Attempt",

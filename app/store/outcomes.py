@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.store.ledger import IN_CHUNK, chunks, insert_or_skip
+from app.store.sql import IN_CHUNK, chunks, insert_or_skip
 from app.store.tables import decisions as dec_table
 from app.store.tables import outcomes as out_table
 from schemas import Outcome

@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import ConfigError
-from app.inference.base import ModelMeta
 from app.store.tables import model_events, model_versions
+from app.values import ModelMeta
 
 STATUSES = ("champion", "challenger", "retired")
 

@@ -30,10 +30,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app.inference.base import ModelMeta
 from app.inference.catalog import MODELS
 from app.trainer.dataset import Split
 from app.trainer.report import Confusion, Curves, ReportData, write_report
+from app.values import ModelMeta
 
 Progress = Callable[[str], None]
 

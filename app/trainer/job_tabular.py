@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from app.inference import artifacts
-from app.inference.base import ModelMeta
 from app.inference.loading import load_served
 from app.trainer import drift
 from app.trainer.dataset import NotEnoughData, build_examples, sample_weights, time_split
@@ -27,6 +26,7 @@ from app.trainer.job import (
 )
 from app.trainer.report import Curves
 from app.trainer.search import search, select_features
+from app.values import ModelMeta
 
 DRIFT_FEATURES = 6  # the most informative input columns watched for drift, per model
 IMPORTANCES_SHOWN = 15

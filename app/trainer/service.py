@@ -39,7 +39,6 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import metrics
-from app.inference.base import ModelMeta
 from app.inference.catalog import MODELS
 from app.settings import Settings
 from app.store.outcomes import OutcomeStore
@@ -55,6 +54,7 @@ from app.trainer.job import (
     run_job,
     target_of,
 )
+from app.values import ModelMeta
 
 log = structlog.get_logger("arbiter.trainer")
 
