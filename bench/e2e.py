@@ -282,9 +282,9 @@ class NaiveHandler:
             self.done.set()
 
     async def handle(self, msg: KafkaMessage) -> None:
+        from app.core.decode import decode_event
+        from app.core.stages import rule_facts
         from app.errors import InvalidEvent
-        from app.pipeline.decode import decode_event
-        from app.pipeline.stages import rule_facts
 
         t0 = time.perf_counter()
         record = msg.raw_message

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from app.core.decode import decode_event, describe_validation_error
 from app.errors import InvalidEvent
-from app.pipeline.decode import decode_event, describe_validation_error
 from schemas import Order, Ticket, Transaction
 
 LIMIT = 65_536
@@ -160,7 +160,7 @@ OUTCOME = {
 
 
 def test_a_valid_outcome_decodes_with_its_labels() -> None:
-    from app.pipeline.decode import decode_outcome
+    from app.core.decode import decode_outcome
 
     outcome = decode_outcome("transaction", json.dumps(OUTCOME).encode(), max_bytes=65536)
     assert (outcome.event_id, outcome.labels) == ("txn-1", {"fraud": True})
@@ -178,8 +178,8 @@ def test_a_valid_outcome_decodes_with_its_labels() -> None:
 def test_a_bad_outcome_is_refused_with_a_reason_and_the_fix(
     body: dict[str, object], reason: str, fragment: str
 ) -> None:
+    from app.core.decode import decode_outcome
     from app.errors import InvalidEvent
-    from app.pipeline.decode import decode_outcome
 
     with pytest.raises(InvalidEvent) as caught:
         decode_outcome("transaction", json.dumps(body).encode(), max_bytes=65536)

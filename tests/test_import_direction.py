@@ -19,8 +19,8 @@ OWN_PACKAGES = frozenset({"app", "connectors", "schemas"})
 IO_LIBRARIES = frozenset({"faststream", "aiokafka", "sqlalchemy", "asyncpg", "aiosqlite", "httpx"})
 
 PURE_MODULES = (
-    "app.pipeline.stages",
-    "app.pipeline.decode",
+    "app.core.stages",
+    "app.core.decode",
     "app.inference.features",
     "app.rules.spec",
     "app.rules.loader",

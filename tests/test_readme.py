@@ -8,9 +8,9 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+from app.core.decode import decode_event
+from app.core.stages import Valid, assemble_decisions, rule_facts
 from app.inference.lifecycle import scorer_from_folder
-from app.pipeline.decode import decode_event
-from app.pipeline.stages import Valid, assemble_decisions, rule_facts
 from app.service import load_rules_engine
 from app.settings import Settings
 from app.values import InRecord

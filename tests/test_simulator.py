@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import schemas
+from app.core.decode import decode_event
 from app.errors import InvalidEvent
 from app.inference.catalog import SCORE_TYPES
-from app.pipeline.decode import decode_event
 from app.rules.loader import load_rulesets
 from app.rules.windows import WindowStore
 from app.simulator import SimEvent, generate, training_set

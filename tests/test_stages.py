@@ -12,9 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.errors import InvalidEvent
-from app.pipeline.processor import decision_from_record, decision_record
-from app.pipeline.stages import (
+from app.core.records import decision_from_record, decision_record
+from app.core.stages import (
     Rejected,
     Valid,
     assemble_decisions,
@@ -24,6 +23,7 @@ from app.pipeline.stages import (
     guess_event_id,
     rule_facts,
 )
+from app.errors import InvalidEvent
 from app.rules.engine import RuleResult
 from app.simulator.generate import SimEvent, generate
 from app.values import InRecord

@@ -1,7 +1,7 @@
 """Request bodies to events and outcomes: the pure part of the ingest routes.
 
 A body is one JSON object or a JSON array of them. Each item is validated by the same
-decoder as the Kafka path (``app.pipeline.decode``), so an HTTP client gets the reason
+decoder as the Kafka path (``app.core.decode``), so an HTTP client gets the reason
 codes and sentences a dead letter would carry. No I/O here.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from app.core.decode import decode_event, decode_outcome
+from app.core.stages import guess_event_id
 from app.errors import InvalidEvent
-from app.pipeline.decode import decode_event, decode_outcome
-from app.pipeline.stages import guess_event_id
 from schemas import EventBase, Outcome
 
 T = TypeVar("T")

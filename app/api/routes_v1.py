@@ -14,10 +14,10 @@ from app.api.errors import Problem
 from app.api.intake import Accepted, BadBody, ItemError, check_events, check_outcomes, split_body
 from app.api.limits import read_body
 from app.api.state import ApiState
+from app.core.decode import decode_event
+from app.core.records import decision_from_record
+from app.core.stages import guess_event_id
 from app.errors import InvalidEvent, TransientError
-from app.pipeline.decode import decode_event
-from app.pipeline.processor import decision_from_record
-from app.pipeline.stages import guess_event_id
 from app.values import InRecord, OutMessage
 from schemas import Decision
 

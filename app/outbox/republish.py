@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 import structlog
 
-from app.pipeline.processor import decision_from_record
+from app.core.records import decision_from_record
 from app.store.ledger import Ledger
 from app.store.tables import decisions
 from app.values import OutMessage

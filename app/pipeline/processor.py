@@ -1,10 +1,10 @@
-"""The batch processor: the thin I/O shell around the pure stages.
+"""The batch processor: the I/O shell of the hot path around the pure core (``app.core``).
 
-For one consumed batch it decodes, drops what the ledger has already decided, scores
-and runs the rules (one worker-thread call for the whole batch: one ``predict_proba``
-per model, one rules pass per type), stores decisions and dead letters in one
-transaction (with the webhook deliveries they owe: the outbox), publishes them, and
-marks them published. Offsets are committed by the caller only after ``process``
+For one consumed batch it decodes, drops what the ledger has already decided, has the
+core decide the rest on the decide worker thread (one ``predict_proba`` per model, one
+rules pass per type), stores decisions and dead letters in one transaction (with the
+webhook deliveries they owe: the outbox), publishes them in the order the core gives,
+and marks them published. Offsets are committed by the caller only after ``process``
 returns.
 
 Exactly one decision per ``event_id``: the ledger's unique key decides who wins; a
@@ -23,33 +23,30 @@ from typing import Any
 
 import structlog
 
-from app.errors import InvalidEvent
-from app.inference.scoring import ScoredBatch, Scorer
-from app.metrics import OUTCOMES, observe_batch
-from app.outbox.config import Endpoints
-from app.outbox.plan import plan_batch
-from app.pipeline.correlation import Correlator, window_specs
-from app.pipeline.stages import (
+from app.core.decide import Decided, decide_batch
+from app.core.publish import dead_letter_message, decision_messages, owed_messages
+from app.core.records import dead_letter_record, decision_from_record, decision_record
+from app.core.stages import (
     Rejected,
-    RuleOutcome,
     Valid,
-    assemble_decisions,
-    dead_letter_headers,
     decode_batch,
     decode_outcomes,
     first_of_each_event,
     guess_event_id,
-    rule_facts,
     utcnow,
 )
+from app.errors import InvalidEvent
+from app.inference.scoring import Scorer
+from app.metrics import OUTCOMES, observe_batch
+from app.outbox.config import Endpoints
+from app.outbox.plan import plan_batch
+from app.pipeline.correlation import Correlator, window_specs
 from app.rules.engine import RulesEngine
 from app.rules.spec import RuleSet
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.values import (
     BatchResult,
-    DeadLetterRecord,
-    DecisionRecord,
     InRecord,
     OutMessage,
     RecordOutcome,
@@ -61,67 +58,6 @@ log = structlog.get_logger("arbiter.processor")
 
 Publish = Callable[[Sequence[OutMessage]], Awaitable[None]]
 Position = tuple[str, int, int]
-
-
-def decision_record(
-    decision: Decision, item: Valid, shadow_scores: dict[str, Any] | None = None
-) -> DecisionRecord:
-    return DecisionRecord(
-        event_id=decision.event_id,
-        event_type=decision.event_type,
-        partition_key=decision.partition_key,
-        decision=decision.decision,
-        actions=[dict(a) for a in decision.actions],
-        scores=dict(decision.scores),
-        model_versions=dict(decision.model_versions),
-        rules_fired=list(decision.rules_fired),
-        reasons=list(decision.reasons),
-        payload=item.payload,
-        latency_ms=decision.latency_ms,
-        occurred_at=decision.occurred_at,
-        decided_at=decision.decided_at,
-        source_topic=item.record.topic,
-        source_partition=item.record.partition,
-        source_offset=item.record.offset,
-        ruleset_version=decision.ruleset_version,
-        explanations={k: dict(v) for k, v in decision.explanations.items()},
-        shadow_scores=dict(shadow_scores or {}),
-    )
-
-
-def decision_from_record(record: DecisionRecord) -> Decision:
-    return Decision(
-        event_id=record.event_id,
-        event_type=record.event_type,
-        partition_key=record.partition_key,
-        decision=record.decision,
-        actions=record.actions,
-        scores=record.scores,
-        model_versions=record.model_versions,
-        rules_fired=record.rules_fired,
-        reasons=record.reasons,
-        occurred_at=record.occurred_at,
-        decided_at=record.decided_at,
-        latency_ms=record.latency_ms,
-        ruleset_version=record.ruleset_version,
-        explanations=record.explanations,
-    )
-
-
-def dead_letter_record(rejected: Rejected, at: datetime) -> DeadLetterRecord:
-    record = rejected.record
-    return DeadLetterRecord(
-        event_type=record.event_type,
-        source_topic=record.topic,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        event_id=guess_event_id(record.value),
-        reason=rejected.error.reason,
-        detail=rejected.error.detail,
-        raw=record.value,
-        key=record.key,
-        created_at=at,
-    )
 
 
 def _log_dead_letter(rejected: Rejected) -> None:
@@ -214,75 +150,21 @@ class BatchProcessor:
         self._worker.shutdown(wait=True)
         self._text_worker.shutdown(wait=True)
 
-    def _decide(
-        self, fresh: Sequence[Valid], received_at: datetime
-    ) -> list[tuple[Decision, Valid, dict[str, Any]]]:
-        """Score and apply rules to the events nobody decided yet (runs on the worker)."""
-        scorer = self.scorer  # one scorer for the whole batch, even if a swap is pending
-        by_type: dict[str, list[Valid]] = {}
-        for item in fresh:
-            by_type.setdefault(item.event.event_type, []).append(item)
-        scored: dict[str, ScoredBatch] = {}
-        text_jobs = {
-            t: self._text_worker.submit(scorer.score_batch, t, [i.event for i in items])
-            for t, items in by_type.items()
-            if scorer.uses_text(t)
-        }
-        for event_type, items in by_type.items():
-            if event_type not in text_jobs:
-                scored[event_type] = scorer.score_batch(event_type, [i.event for i in items])
-        for event_type, job in text_jobs.items():
-            scored[event_type] = job.result()
-        facts: dict[int, dict[str, Any]] = {}
-        for event_type, items in by_type.items():
-            for item, score in zip(items, scored[event_type].scores, strict=True):
-                facts[id(item)] = rule_facts(item.payload, score)
-        if self._windows.active:
-            # In record order across types: "a ticket, then a transfer" must see the ticket.
-            for item in fresh:
-                fact = facts[id(item)]
-                event = item.event
-                fact["windows"] = self._windows.observe(
-                    event.event_type, event.partition_key, event.occurred_at, fact
-                )
-        out: list[tuple[Decision, Valid, dict[str, Any]]] = []
-        decided_at = utcnow()
-        for event_type, items in by_type.items():
-            batch_facts = [facts[id(i)] for i in items]
-            outcomes: Sequence[RuleOutcome] = self._rules.evaluate(event_type, batch_facts)
-            decided_at = utcnow()
-            result = scored[event_type]
-            decisions = assemble_decisions(
-                items,
-                [f["scores"] for f in batch_facts],
-                outcomes,
-                explanations=result.explanations,
-                model_versions={event_type: result.versions},
-                decisions_topic={event_type: self._topic_for("decisions", event_type)},
-                received_at=received_at,
-                decided_at=decided_at,
-            )
-            out.extend(zip(decisions, items, result.shadow, strict=True))
-        return out
+    def _decide(self, fresh: Sequence[Valid], received_at: datetime) -> list[Decided]:
+        """The pure core's whole-batch decision, on the decide worker."""
+        return decide_batch(
+            fresh,
+            scorer=self.scorer,  # one scorer for the whole batch, even if a swap is pending
+            rules=self._rules,
+            windows=self._windows,
+            decisions_topic=lambda t: self._topic_for("decisions", t),
+            received_at=received_at,
+            text_pool=self._text_worker,
+        )
 
     def decision_messages(self, decision: Decision) -> list[OutMessage]:
         """The decision on ``decisions.<type>`` and on every topic a ``publish`` action names."""
-        topics = [self._topic_for("decisions", decision.event_type)]
-        for action in decision.actions:
-            if action.get("type") == "publish" and action.get("topic") not in topics:
-                topics.append(str(action["topic"]))
-        value = decision.model_dump_json().encode()
-        key = decision.partition_key.encode()
-        headers = (("arbiter.event_type", decision.event_type.encode()),)
-        return [OutMessage(topic, key, value, headers) for topic in topics]
-
-    def _dead_letter_message(self, rejected: Rejected) -> OutMessage:
-        return OutMessage(
-            topic=self._topic_for("dlq", rejected.record.event_type),
-            key=rejected.record.key,
-            value=rejected.record.value,
-            headers=dead_letter_headers(rejected),
-        )
+        return decision_messages(decision, self._topic_for)
 
     async def quarantine(self, record: InRecord, error: BaseException) -> BatchResult:
         """Dead-letter one record that processing keeps failing on (a poison event), so its
@@ -302,7 +184,7 @@ class BatchProcessor:
             await self._ledger.record([], [dead_letter_record(rejected, utcnow())])
             result.dead_lettered[(record.event_type, reason.reason)] += 1
         observe_batch(result, ())
-        await self._publish([self._dead_letter_message(rejected)])
+        await self._publish([dead_letter_message(rejected, self._topic_for)])
         await self._ledger.mark_published([], [position], utcnow())
         return result
 
@@ -361,7 +243,7 @@ class BatchProcessor:
             Counter(v.event.event_type for v in valid) - Counter(v.event.event_type for v in fresh)
         )
 
-        decided: list[tuple[Decision, Valid, dict[str, Any]]] = []
+        decided: list[Decided] = []
         if fresh:
             loop = asyncio.get_running_loop()
             decided = await loop.run_in_executor(self._worker, self._decide, fresh, received_at)
@@ -372,13 +254,13 @@ class BatchProcessor:
         dl_published = await self._ledger.find_dead_letters(positions) if positions else {}
         now = utcnow()
         outcome = await self._ledger.record(
-            [decision_record(d, item, shadow) for d, item, shadow in decided],
+            [decision_record(d.decision, d.item, d.shadow_scores) for d in decided],
             [
                 dead_letter_record(r, now)
                 for r in rejected
                 if (r.record.topic, r.record.partition, r.record.offset) not in dl_published
             ],
-            deliveries=plan_batch((d for d, _, _ in decided), self._endpoints, now),
+            deliveries=plan_batch((d.decision for d in decided), self._endpoints, now),
         )
 
         to_publish, published_ids = await self._owed(first, decided, outcome, stored, result, now)
@@ -387,14 +269,14 @@ class BatchProcessor:
             pos = (r.record.topic, r.record.partition, r.record.offset)
             if dl_published.get(pos):
                 continue
-            to_publish.append(self._dead_letter_message(r))
+            to_publish.append(dead_letter_message(r, self._topic_for))
             dl_positions.append(pos)
             if pos not in dl_published:
                 result.dead_lettered[(r.record.event_type, r.error.reason)] += 1
                 _log_dead_letter(r)
         observe_batch(
             result,
-            [d for d, _, _ in decided if d.event_id in outcome.inserted_event_ids],
+            [d.decision for d in decided if d.decision.event_id in outcome.inserted_event_ids],
             at=utcnow(),
         )
         await self._publish(to_publish)
@@ -405,39 +287,38 @@ class BatchProcessor:
     async def _owed(
         self,
         first: Sequence[Valid],
-        decided: Sequence[tuple[Decision, Valid, dict[str, Any]]],
+        decided: Sequence[Decided],
         outcome: RecordOutcome,
         stored: Mapping[str, StoredDecision],
         result: BatchResult,
         now: datetime,
     ) -> tuple[list[OutMessage], list[str]]:
-        """The decision messages to publish and the event ids they mark published."""
-        # Every decision this batch owes the decisions topic, by event: new ones, ones a
-        # consumer racing us stored first (it may die before it publishes them), and ones
-        # stored by a consumer that died before publishing. They go out in the order their
-        # events came in, so a customer's decisions keep their order on the topic.
-        owed: dict[str, list[OutMessage]] = {}
+        """The decision messages to publish (in record order) and the event ids they mark
+        published: new decisions, ones a racing consumer stored first (loaded from the
+        ledger: theirs is the one that counts) and stored ones nobody published."""
+        owed: dict[str, Decision] = {}
         raced: list[str] = []
-        for decision, item, _ in decided:
+        for d in decided:
+            decision = d.decision
             if decision.event_id in outcome.inserted_event_ids:
-                owed[decision.event_id] = self.decision_messages(decision)
+                owed[decision.event_id] = decision
                 result.decided[(decision.event_type, decision.decision)] += 1
                 result.latencies_ms.append(decision.latency_ms)
-                result.e2e_ms.append(max(now.timestamp() * 1000.0 - item.record.timestamp_ms, 0.0))
+                result.e2e_ms.append(
+                    max(now.timestamp() * 1000.0 - d.item.record.timestamp_ms, 0.0)
+                )
             else:
                 raced.append(decision.event_id)
                 result.redelivered += 1  # another consumer stored it first: publish theirs
                 result.redelivered_types[decision.event_type] += 1
         found = await self._ledger.find_decisions(raced) if raced else {}
         for event_id, prior in found.items():
-            owed[event_id] = self.decision_messages(decision_from_record(prior.record))
+            owed[event_id] = decision_from_record(prior.record)
         for event_id, prior in stored.items():
             if not prior.published:
-                owed[event_id] = self.decision_messages(decision_from_record(prior.record))
+                owed[event_id] = decision_from_record(prior.record)
                 result.republished += 1
-        in_order = [v.event.event_id for v in first if v.event.event_id in owed]
-        to_publish = [message for event_id in in_order for message in owed[event_id]]
-        return to_publish, in_order
+        return owed_messages(first, owed, self._topic_for)
 
 
 def summarise(result: BatchResult) -> dict[str, Any]:

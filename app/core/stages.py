@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from app.core.decode import decode_event, decode_outcome
 from app.errors import InvalidEvent
-from app.pipeline.decode import decode_event, decode_outcome
 from app.values import InRecord
 from schemas import Decision, EventBase, Outcome
 
