@@ -56,7 +56,7 @@ COPY rules ./rules
 COPY connectors/connectors.yaml ./connectors/connectors.yaml
 # Build-time checks: the image can serve the dashboard, knows its migrations, loads the
 # text encoder offline from the wheel, and its rule files pass `arbiter rules check`.
-RUN python -c "from app.api.dashboard import STATIC; from app.inference.encoder import get_encoder; from app.store.migrate import head_revision; assert (STATIC / 'dashboard.html').is_file(), STATIC; head_revision(); assert get_encoder().embed(['my card was charged twice']).shape == (1, 384)"
+RUN python -c "from connectors.http.dashboard import STATIC; from app.inference.encoder import get_encoder; from app.store.migrate import head_revision; assert (STATIC / 'dashboard.html').is_file(), STATIC; head_revision(); assert get_encoder().embed(['my card was charged twice']).shape == (1, 384)"
 RUN arbiter rules check
 USER 10001:10001
 EXPOSE 8080

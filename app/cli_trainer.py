@@ -93,7 +93,7 @@ def trainer() -> None:
     """The background trainer on its own: trains when outcomes, a schedule or drift say so."""
     cli = _cli()
     settings = cli._settings()
-    from app.runner import EXIT_GRACE_OVERRUN, Shutdown
+    from app.processes.shutdown import EXIT_GRACE_OVERRUN, Shutdown
     from app.store.migrate import open_migrated
     from app.trainer.service import Trainer
 

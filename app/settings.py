@@ -188,7 +188,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
-    # The HTTP API (app/api), served by `arbiter run` in the consumer's event loop.
+    # The HTTP API (connectors/http), served by `arbiter run` in the consumer's event loop.
     http_enabled: bool = Field(default=True, description="Serve the HTTP API in `arbiter run`.")
     http_host: str = Field(default="127.0.0.1", description="Interface the HTTP API binds to.")
     http_port: int = Field(

@@ -187,3 +187,15 @@ class BatchResult:
         self.republished += other.republished
         self.latencies_ms.extend(other.latencies_ms)
         self.e2e_ms.extend(other.e2e_ms)
+
+    def summary(self) -> dict[str, Any]:
+        """The fields of the canonical one-line-per-batch log event."""
+        return {
+            "records": self.records,
+            "decided": sum(self.decided.values()),
+            "dead_lettered": sum(self.dead_lettered.values()),
+            "redelivered": self.redelivered,
+            "republished": self.republished,
+            "outcomes": sum(self.outcomes.values()),
+            "max_latency_ms": round(max(self.latencies_ms, default=0.0), 2),
+        }

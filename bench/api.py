@@ -90,12 +90,12 @@ async def serve(models_dir: Path, work: Path) -> None:
     """Run the API until SIGTERM; print ``READY <port> <key>`` once it listens."""
     from fastapi import Request, Response
 
-    from app.api.app import build_api
-    from app.api.serve import serve_http
     from app.logs import configure_logging
-    from app.service import ConsumeLoop, start_components
     from app.settings import Settings
     from app.store.keys import KeyStore
+    from app.wiring import consume_loop, start_components
+    from connectors.http.app import build_api
+    from connectors.http.serve import serve_http
 
     configure_logging("console", "error")
     settings = Settings(
@@ -146,7 +146,7 @@ async def serve(models_dir: Path, work: Path) -> None:
             return stats.take()
 
         app.add_api_route("/bench/stats", bench_stats, methods=["GET"])
-        loop = ConsumeLoop(c)
+        loop = consume_loop(c)
         consuming = asyncio.create_task(loop.run())
         await asyncio.wait_for(loop.ready.wait(), 60)
 

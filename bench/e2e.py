@@ -43,12 +43,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.inference.lifecycle import scorer_from_folder
+from app.processes.simulate import emit
 from app.settings import EVENT_TYPES
-from app.simulator.emit import emit
 from app.simulator.generate import generate
 from app.values import OutMessage
 from connectors.broker import EmbeddedBroker
-from connectors.kafka import ensure_topics, make_consumer, make_producer, publish_all
+from connectors.kafka.client import ensure_topics, make_consumer, make_producer, publish_all
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -196,9 +196,9 @@ async def wait_done(done: asyncio.Event, task: asyncio.Task[Any], limit_s: float
 
 
 async def run_arbiter(fig: Figure, bootstrap: str, work: Path, models_dir: Path, limit_s: float):
-    from app.service import ConsumeLoop, start_components
     from app.settings import Settings
     from app.values import BatchResult
+    from app.wiring import consume_loop, start_components
 
     settings = Settings(
         kafka_bootstrap=bootstrap,
@@ -224,7 +224,7 @@ async def run_arbiter(fig: Figure, bootstrap: str, work: Path, models_dir: Path,
             done.set()
 
     async with start_components(settings, on_progress=lambda _msg: None) as components:
-        loop = ConsumeLoop(components, listeners=[on_batch])
+        loop = consume_loop(components, listeners=[on_batch])
         started = time.perf_counter()
         task = asyncio.create_task(loop.run())
         try:
@@ -339,9 +339,9 @@ class NaiveHandler:
 
 
 async def run_naive(fig: Figure, bootstrap: str, work: Path, models_dir: Path, limit_s: float):
-    from app.service import load_rules_engine
     from app.settings import Settings
     from app.store.db import create_engine
+    from app.wiring import load_rules_engine
 
     scorer = scorer_from_folder(models_dir)
     rules = load_rules_engine(Settings(data_dir=work, models_dir=models_dir, **SETTINGS_EXTRA))

@@ -55,9 +55,9 @@ from app.rules.engine import RulesEngine
 from app.rules.loader import check_rules, load_rulesets
 from app.rules.spec import RuleSet
 from app.rules.windows import WindowStore
-from app.service import rule_vocabulary
 from app.settings import Settings
 from app.simulator.generate import training_set
+from app.wiring import rule_vocabulary
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_RULES = REPO / "rules"

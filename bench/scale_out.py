@@ -53,11 +53,11 @@ from typing import Any
 from benchlib import append_results, git_commit
 
 from app.inference.lifecycle import scorer_from_folder
+from app.processes.simulate import emit
 from app.settings import EVENT_TYPES
-from app.simulator.emit import emit
 from app.simulator.generate import generate
 from connectors.broker import EmbeddedBroker
-from connectors.kafka import ensure_topics
+from connectors.kafka.client import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ARBITER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

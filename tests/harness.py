@@ -17,8 +17,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from app.processes.simulate import emit
 from app.settings import Settings
-from app.simulator.emit import emit
 from app.simulator.generate import SimEvent
 from connectors.broker import EmbeddedBroker
 

@@ -14,13 +14,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.api.app import build_api
-from app.api.serve import serve_http
-from app.service import Components, ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.generate import generate
 from app.store.keys import KeyStore
+from app.wiring import Components, consume_loop, start_components
 from connectors.broker import EmbeddedBroker
+from connectors.http.app import build_api
+from connectors.http.serve import serve_http
+from connectors.kafka.consume import ConsumeLoop
 from tests.harness import read_topics, service_settings, wait_decided, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqlite, pytest.mark.timeout(240)]
@@ -56,7 +57,7 @@ async def api(broker: EmbeddedBroker, trained_models: Path, tmp_path: Path) -> A
         keys = KeyStore(c.ledger.engine, cache_s=0.5, miss_refresh_s=0.0)
         _, admin = await keys.create("admin", ["admin"])
         app = build_api(c, keys, settings)
-        loop = ConsumeLoop(c)
+        loop = consume_loop(c)
         task = asyncio.create_task(loop.run())
         await asyncio.wait_for(loop.ready.wait(), 30)
         transport = httpx.ASGITransport(app=app)

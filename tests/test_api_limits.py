@@ -18,10 +18,6 @@ from fastapi import Depends, FastAPI
 from starlette.requests import Request
 from starlette.types import Message
 
-from app.api import intake
-from app.api.auth import AuthConfig, Caller, require
-from app.api.errors import Problem, problem_response
-from app.api.limits import RateLimiter, read_body, retry_after
 from app.simulator.generate import generate
 from app.store import create_engine, upgrade
 from app.store.keys import (
@@ -33,6 +29,10 @@ from app.store.keys import (
     key_prefix,
     new_key,
 )
+from connectors.http import intake
+from connectors.http.auth import AuthConfig, Caller, require
+from connectors.http.errors import Problem, problem_response
+from connectors.http.limits import RateLimiter, read_body, retry_after
 
 MAX_BYTES = 64 * 1024
 

@@ -18,11 +18,11 @@ import pytest
 from app.inference.lifecycle import ensure_champions
 from app.inference.scoring import ScoredBatch, Scorer
 from app.pipeline.processor import BatchProcessor
-from app.service import ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.generate import generate
 from app.store import create_engine, migrate
 from app.store.registry import ModelRegistry
+from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
 from schemas import EventBase
 from tests.harness import header, produce, read_topics, wait_until
@@ -68,7 +68,7 @@ async def test_a_batch_that_cannot_be_stored_is_retried_until_it_is_and_nothing_
     events = list(generate(200, seed=21, malformed_rate=0.0))
     try:
         async with start_components(settings) as components:
-            loop = ConsumeLoop(components, max_backoff_s=0.5)
+            loop = consume_loop(components, max_backoff_s=0.5)
             task = asyncio.create_task(loop.run())
             await asyncio.wait_for(loop.ready.wait(), 30)
             await produce(broker.bootstrap, events)
@@ -135,7 +135,7 @@ async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_is_deci
             max_event_bytes=settings.max_event_bytes,
         )
         components = dataclasses.replace(c, processor=processor)
-        loop = ConsumeLoop(components, max_backoff_s=0.2, isolate_after=2)
+        loop = consume_loop(components, max_backoff_s=0.2, isolate_after=2)
         task = asyncio.create_task(loop.run())
         await asyncio.wait_for(loop.ready.wait(), 30)
         await produce(broker.bootstrap, events)

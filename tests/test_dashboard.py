@@ -20,16 +20,16 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from app.api import dashboard, links
-from app.api import dashboard_data as data
-from app.api.app import build_api
-from app.service import Components, ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.generate import generate
 from app.store.keys import KeyStore
 from app.store.tables import dead_letters, decisions
 from app.store.training import TrainingStore
+from app.wiring import Components, consume_loop, start_components
 from connectors.broker import EmbeddedBroker
+from connectors.http import dashboard, links
+from connectors.http import dashboard_data as data
+from connectors.http.app import build_api
 from tests.harness import produce, service_settings, wait_until
 
 STATIC = Path(__file__).parent.parent / "app" / "api" / "static"
@@ -58,7 +58,7 @@ async def dash(broker: EmbeddedBroker, trained_models: Path, tmp_path: Path) -> 
         keys = KeyStore(c.ledger.engine, cache_s=0.5, miss_refresh_s=0.0)
         _, admin = await keys.create("admin", ["admin"])
         app = build_api(c, keys, settings)
-        loop = ConsumeLoop(c)
+        loop = consume_loop(c)
         task = asyncio.create_task(loop.run())
         await asyncio.wait_for(loop.ready.wait(), 30)
         async with (

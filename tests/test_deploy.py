@@ -487,7 +487,7 @@ def test_dockerignore_keeps_local_state_out_and_the_sources_in() -> None:
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not _ignored(source, patterns), f"{source} is copied but .dockerignore drops it"
-    for source in ("app/api/static/dashboard.html", "migrations/versions", "README.md"):
+    for source in ("connectors/http/static/dashboard.html", "migrations/versions", "README.md"):
         assert not _ignored(source, patterns), source
 
 
@@ -549,8 +549,8 @@ def test_the_wheel_the_image_installs_carries_the_dashboard_files_and_migrations
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("arbiter-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for static in (ROOT / "app/api/static").iterdir():
-        assert f"app/api/static/{static.name}" in names, static.name
+    for static in (ROOT / "connectors/http/static").iterdir():
+        assert f"connectors/http/static/{static.name}" in names, static.name
     for migration in (ROOT / "migrations/versions").glob("*.py"):
         assert f"migrations/versions/{migration.name}" in names, migration.name
 

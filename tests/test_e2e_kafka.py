@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app.simulator.emit import emit
+from app.processes.simulate import emit
 from app.simulator.generate import SimEvent, generate
 from app.store import migrate
 from app.store.db import create_engine

@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.runner import EXIT_GRACE_OVERRUN, FORCE_EXIT_AFTER_S
-from app.simulator.emit import emit
+from app.processes.shutdown import EXIT_GRACE_OVERRUN, FORCE_EXIT_AFTER_S
+from app.processes.simulate import emit
 from app.simulator.generate import SimEvent, generate
 from app.store import create_engine
 from app.store.ledger import Ledger
@@ -361,7 +361,7 @@ def _decided_by(service: ArbiterProcess) -> int:
 WEDGED = """
 import asyncio, time
 from app.logs import configure_logging
-from app.runner import Shutdown
+from app.processes.shutdown import Shutdown
 
 configure_logging("json", "info")
 

@@ -130,10 +130,10 @@ def test_pure_module_never_reaches_io_libraries(module: str) -> None:
 
 
 def test_checker_catches_the_io_shell() -> None:
-    """The checker flags service.py, which imports connectors.kafka (and through it I/O)."""
-    hits = forbidden_reach("app.service")
-    assert "connectors.kafka" in hits
-    assert hits["connectors.kafka"][-2:] == ["app.service", "connectors.kafka"]
+    """The checker flags wiring.py, which imports connectors.kafka (and through it I/O)."""
+    hits = forbidden_reach("app.wiring")
+    assert "connectors.kafka.client" in hits
+    assert hits["connectors.kafka.client"][-2:] == ["app.wiring", "connectors.kafka.client"]
 
 
 def test_checker_resolves_relative_and_lazy_imports(tmp_path: Path) -> None:

@@ -31,12 +31,12 @@ from app.metrics import (
     set_versions_in_service,
 )
 from app.pipeline.processor import BatchProcessor
-from app.service import load_rules_engine
 from app.settings import Settings
 from app.simulator.generate import SimEvent, generate
 from app.store import create_engine, migrate
 from app.store.ledger import Ledger
 from app.values import BatchResult, InRecord, OutMessage
+from app.wiring import load_rules_engine
 from schemas import Decision
 
 pytestmark = [pytest.mark.sqlite]

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from app.inference import artifacts, tabular
-from app.service import ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.generate import generate, training_set
 from app.store.ledger import Ledger
 from app.store.registry import ModelRegistry
 from app.values import StoredDecision
+from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
 from tests.harness import arbiter, produce, wait_decided, wait_until
 
@@ -96,7 +96,7 @@ async def test_promote_rollback_and_shadow_take_effect_in_a_running_consumer(
     )
     env = _cli_env(settings)
     async with start_components(settings) as c:
-        loop = ConsumeLoop(c)
+        loop = consume_loop(c)
         task = asyncio.create_task(loop.run())
         await asyncio.wait_for(loop.ready.wait(), 30)
         registry: ModelRegistry = c.registry

@@ -29,7 +29,6 @@ from app.outbox.admin import retry_deliveries
 from app.outbox.config import Endpoint, Endpoints
 from app.outbox.relay import Relay, RelayPolicy
 from app.pipeline.processor import BatchProcessor
-from app.service import load_rules_engine
 from app.settings import Settings
 from app.simulator.generate import generate
 from app.store import Ledger
@@ -37,6 +36,7 @@ from app.store.outbox import Delivery, OutboxStore
 from app.store.tables import decisions as decisions_table
 from app.store.tables import deliveries as deliveries_table
 from app.values import DeliveryRecord, InRecord, OutMessage
+from app.wiring import load_rules_engine
 from tests.test_store import decision
 from tests.webhook_receiver import Receiver, serve
 

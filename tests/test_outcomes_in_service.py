@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from app.service import ConsumeLoop, start_components
+from app.processes.simulate import emit
 from app.settings import Settings
-from app.simulator.emit import emit
 from app.simulator.generate import SimEvent, generate
 from app.values import BatchResult
+from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
 from tests.harness import header, produce, read_topics, wait_decided, wait_until
 
@@ -60,7 +60,7 @@ async def test_outcomes_are_kept_joined_counted_and_bad_ones_dead_lettered(
         counts.update(result.outcomes)
 
     async with start_components(settings) as c:
-        loop = ConsumeLoop(c, listeners=[listen])
+        loop = consume_loop(c, listeners=[listen])
         task = asyncio.create_task(loop.run())
         await asyncio.wait_for(loop.ready.wait(), 30)
         store = c.outcomes

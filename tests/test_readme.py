@@ -11,9 +11,9 @@ from pathlib import Path
 from app.core.decode import decode_event
 from app.core.stages import Valid, assemble_decisions, rule_facts
 from app.inference.lifecycle import scorer_from_folder
-from app.service import load_rules_engine
 from app.settings import Settings
 from app.values import InRecord
+from app.wiring import load_rules_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 

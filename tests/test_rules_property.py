@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from app.inference.catalog import SCORE_TYPES
 from app.rules.engine import RulesEngine
 from app.rules.loader import check_rules
-from app.service import rule_vocabulary
 from app.settings import Settings
 from app.simulator.generate import training_set
+from app.wiring import rule_vocabulary
 
 REPO = Path(__file__).resolve().parent.parent
 FIELDS, SCORES = rule_vocabulary(Settings())

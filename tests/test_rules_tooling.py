@@ -17,13 +17,13 @@ from app.rules.backtest import BacktestRequest, compare, run_backtest
 from app.rules.engine import RuleResult
 from app.rules.loader import check_rules
 from app.rules.testing import SAMPLE_EVENTS, run_rule_tests
-from app.service import rule_vocabulary
 from app.settings import Settings
 from app.simulator.generate import training_set
 from app.store import migrate
 from app.store.db import create_engine
 from app.store.ledger import Ledger
 from app.values import DecidedEvent, DecisionRecord
+from app.wiring import rule_vocabulary
 from schemas import EVENT_MODELS
 from tests.harness import arbiter
 

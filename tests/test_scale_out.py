@@ -41,13 +41,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.inference.scoring import Scorer
 from app.pipeline.processor import BatchProcessor
-from app.service import load_rules_engine
+from app.processes.simulate import emit
 from app.settings import Settings
-from app.simulator.emit import emit
 from app.simulator.generate import SimEvent, generate
 from app.store import create_engine, migrate
 from app.store.ledger import Ledger
 from app.values import InRecord, OutMessage
+from app.wiring import load_rules_engine
 from connectors.broker import EmbeddedBroker
 from tests.harness import ArbiterProcess, header, read_topics, wait_until
 

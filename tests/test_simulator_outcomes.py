@@ -13,7 +13,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 import schemas
-from app.simulator.emit import emit
+from app.processes.simulate import emit
 from app.simulator.generate import SimEvent, generate, labelled_events
 from app.simulator.outcomes import DELAYS, ORDER_STATUSES, SENTIMENTS, TICKET_CLASSES, URGENCIES
 from app.simulator.text import TICKET_CATEGORIES

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.simulator.emit import emit
+from app.processes.simulate import emit
 from app.simulator.generate import generate
 from app.store import create_engine
 from app.store.ledger import Ledger

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from app.service import ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.generate import SimEvent
 from app.store import migrate
+from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
 from tests.harness import produce, read_topics
 
@@ -97,7 +97,7 @@ def _ticket(event_id: str, customer: str, at: datetime, subject: str) -> SimEven
 async def _run_until_decided(settings: Settings, bootstrap: str, events: list[SimEvent]) -> None:
     """One 'process': start components, feed ``events``, wait for them, stop."""
     async with start_components(settings) as components:
-        loop = ConsumeLoop(components)
+        loop = consume_loop(components)
         task = asyncio.create_task(loop.run())
         await asyncio.wait_for(loop.ready.wait(), 30)
         decided_before = await components.ledger.count_decisions()

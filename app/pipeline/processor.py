@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
 
 import structlog
 
@@ -319,16 +318,3 @@ class BatchProcessor:
                 owed[event_id] = decision_from_record(prior.record)
                 result.republished += 1
         return owed_messages(first, owed, self._topic_for)
-
-
-def summarise(result: BatchResult) -> dict[str, Any]:
-    """The fields of the canonical one-line-per-batch log event."""
-    return {
-        "records": result.records,
-        "decided": sum(result.decided.values()),
-        "dead_lettered": sum(result.dead_lettered.values()),
-        "redelivered": result.redelivered,
-        "republished": result.republished,
-        "outcomes": sum(result.outcomes.values()),
-        "max_latency_ms": round(max(result.latencies_ms, default=0.0), 2),
-    }

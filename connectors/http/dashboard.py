@@ -28,9 +28,14 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.api import dashboard_data as data
-from app.api import links
-from app.api.auth import (
+from app.settings import Settings
+from app.store.keys import ADMIN
+from app.store.outbox import OutboxStore
+from app.store.training import TrainingStore
+from app.trainer.monitor import DriftLimits
+from connectors.http import dashboard_data as data
+from connectors.http import links
+from connectors.http.auth import (
     AuthConfig,
     Caller,
     authorize,
@@ -39,13 +44,8 @@ from app.api.auth import (
     throttle,
     unauthorized,
 )
-from app.api.errors import Problem
-from app.api.state import ApiState
-from app.settings import Settings
-from app.store.keys import ADMIN
-from app.store.outbox import OutboxStore
-from app.store.training import TrainingStore
-from app.trainer.monitor import DriftLimits
+from connectors.http.errors import Problem
+from connectors.http.state import ApiState
 
 log = structlog.get_logger("arbiter.dashboard")
 

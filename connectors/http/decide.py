@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 from app.errors import TransientError
-from app.pipeline.processor import BatchProcessor
-from app.values import InRecord
+from app.inference.scoring import Scorer
+from app.values import BatchResult, InRecord
 
 MAX_BATCH = 64
 
@@ -37,10 +38,18 @@ class Offsets:
         return time.time_ns() // 1_000_000
 
 
+class Processor(Protocol):
+    """What the API needs of the batch processor (``app.pipeline.processor``)."""
+
+    @property
+    def scorer(self) -> Scorer: ...
+    async def process(self, records: Sequence[InRecord]) -> BatchResult: ...
+
+
 class Decider:
     """Feeds HTTP records to ``processor.process`` in coalesced batches."""
 
-    def __init__(self, processor: BatchProcessor, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, processor: Processor, *, max_batch: int = MAX_BATCH) -> None:
         self._processor = processor
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[InRecord, asyncio.Future[None]]] = asyncio.Queue()

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.errors import Problem
-from app.api.limits import RateLimiter, retry_after
 from app.store.keys import SCOPES, ApiKey, KeyStore
+from connectors.http.errors import Problem
+from connectors.http.limits import RateLimiter, retry_after
 
 # Declared for the OpenAPI document (the "Authorize" button in /docs); checked below.
 _bearer = HTTPBearer(auto_error=False, description="An Arbiter API key: `arb_…`.")

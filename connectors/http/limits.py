@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from app.api.errors import Problem
+from connectors.http.errors import Problem
 
 
 async def read_body(request: Request, limit: int) -> bytes:

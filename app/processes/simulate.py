@@ -1,5 +1,5 @@
-"""Produces simulator events and outcomes to any Kafka at a target rate (``arbiter
-simulate``, the demo).
+"""``arbiter simulate`` (and the demo's stream): simulator events and outcomes produced to
+any Kafka at a target rate.
 
 Sends are pipelined (the producer batches them) and paced per chunk, so a rate of tens
 of thousands per second is reachable while a low rate still trickles evenly.
@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from app.simulator.generate import SimEvent
 from app.values import OutMessage
-from connectors.kafka import make_producer, publish_all
+from connectors.kafka.client import make_producer, publish_all
 
 
 async def emit(

@@ -21,7 +21,6 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api import links
 from app.rules.spec import RuleSet
 from app.store.ledger import percentiles
 from app.store.outbox import Delivery
@@ -31,6 +30,7 @@ from app.store.tables import decisions as dec_table
 from app.store.training import TrainingRun
 from app.trainer.monitor import DriftLimits, DriftStatus, measure
 from app.trainer.plots import Series, line_chart
+from connectors.http import links
 
 WINDOW = timedelta(minutes=10)  # how far back rates and latency look
 RATE_WINDOW_S = 60  # the "now" rate: decisions in the last minute / 60

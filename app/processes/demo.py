@@ -37,9 +37,8 @@ from app.errors import ConfigError
 from app.inference import artifacts
 from app.inference.catalog import MODELS
 from app.inference.lifecycle import train_first
-from app.service import Components, ConsumeLoop, start_components
+from app.processes.simulate import emit
 from app.settings import Settings
-from app.simulator.emit import emit
 from app.simulator.generate import generate
 from app.store import tables
 from app.store.ledger import percentiles
@@ -47,6 +46,7 @@ from app.store.registry import ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
 from app.trainer.service import RunOutcome, Trainer
 from app.values import BatchResult
+from app.wiring import Components, consume_loop, start_components
 
 # The demo's own trainer thresholds: a few thousand events bring ~1,500 transaction
 # outcomes, fewer than a production ARBITER_TRAINER_MIN_NEW; a short search keeps the
@@ -140,7 +140,7 @@ async def run_demo(
             None, _seed_models, first_models, settings.resolved_models_dir, say
         )
         async with start_components(settings, on_progress=say) as c:
-            consume = ConsumeLoop(c, listeners=[stats.on_batch])
+            consume = consume_loop(c, listeners=[stats.on_batch])
             consumer_task = asyncio.create_task(consume.run())
             await asyncio.wait_for(consume.ready.wait(), 30)
             stop_http = asyncio.Event()
@@ -301,9 +301,9 @@ async def _start_dashboard(
     c: Components, settings: Settings, stop: asyncio.Event, console: Console
 ) -> asyncio.Task[None] | None:
     """Serve the API and dashboard for the run; a taken port falls back to a free one."""
-    from app.api.app import build_api
-    from app.api.serve import serve_http
     from app.store.keys import KeyStore
+    from connectors.http.app import build_api
+    from connectors.http.serve import serve_http
 
     api = build_api(c, KeyStore(c.ledger.engine, cache_s=settings.api_key_cache_s), settings)
     for port in dict.fromkeys((settings.http_port, 0)):

@@ -9,16 +9,23 @@ import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.api.auth import Caller, require
-from app.api.errors import Problem
-from app.api.intake import Accepted, BadBody, ItemError, check_events, check_outcomes, split_body
-from app.api.limits import read_body
-from app.api.state import ApiState
 from app.core.decode import decode_event
 from app.core.records import decision_from_record
 from app.core.stages import guess_event_id
 from app.errors import InvalidEvent, TransientError
 from app.values import InRecord, OutMessage
+from connectors.http.auth import Caller, require
+from connectors.http.errors import Problem
+from connectors.http.intake import (
+    Accepted,
+    BadBody,
+    ItemError,
+    check_events,
+    check_outcomes,
+    split_body,
+)
+from connectors.http.limits import read_body
+from connectors.http.state import ApiState
 from schemas import Decision
 
 log = structlog.get_logger("arbiter.api")
@@ -194,7 +201,7 @@ async def decide(
 
 
 def _malformed(raw: bytes) -> Problem | None:
-    from app.api.intake import json_error
+    from connectors.http.intake import json_error
 
     bad = json_error(raw)
     return None if bad is None else Problem(bad.status, bad.detail, **bad.extra)

@@ -1,4 +1,4 @@
-"""``build_api``: the FastAPI application over a running ``Components``."""
+"""``build_api``: the FastAPI application over the running service's parts."""
 
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Histogram
 
-from app.api import dashboard, ops, routes_v1
-from app.api.asyncapi import asyncapi_document
-from app.api.auth import AuthConfig
-from app.api.decide import Decider
-from app.api.errors import Problem, problem_response
-from app.api.limits import RateLimiter
-from app.api.state import ApiState, Readiness
-from app.service import Components
 from app.settings import Settings
 from app.store.keys import KeyStore
+from connectors.http import dashboard, ops, routes_v1
+from connectors.http.asyncapi import asyncapi_document
+from connectors.http.auth import AuthConfig
+from connectors.http.decide import Decider
+from connectors.http.errors import Problem, problem_response
+from connectors.http.limits import RateLimiter
+from connectors.http.state import ApiState, Readiness, Running
 
 log = structlog.get_logger("arbiter.api")
 
@@ -40,7 +39,7 @@ DeliveriesFor = Callable[[str], Awaitable[list[dict[str, Any]]]]
 
 
 def build_api(
-    components: Components,
+    components: Running,
     keys: KeyStore,
     settings: Settings,
     *,

@@ -1,0 +1,1 @@
+"""Kafka in and out: the clients we trust (``client``) and the consume loop (``consume``)."""
