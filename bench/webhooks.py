@@ -33,10 +33,10 @@ import httpx
 from benchlib import append_results, git_commit
 
 from app.outbox.config import Endpoint, Endpoints
-from app.outbox.relay import Relay, RelayPolicy
 from app.store import Ledger, create_engine, upgrade
 from app.values import DecisionRecord, DeliveryRecord
-from connectors.webhooks import request_headers
+from connectors.webhooks.client import request_headers
+from connectors.webhooks.relay import Relay, RelayPolicy
 
 RECEIVER = """
 import sys, uvicorn

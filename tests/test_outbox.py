@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.inference.scoring import Scorer
 from app.outbox.admin import retry_deliveries
 from app.outbox.config import Endpoint, Endpoints
-from app.outbox.relay import Relay, RelayPolicy
 from app.pipeline.processor import BatchProcessor
 from app.settings import Settings
 from app.simulator.generate import generate
@@ -37,6 +36,7 @@ from app.store.tables import decisions as decisions_table
 from app.store.tables import deliveries as deliveries_table
 from app.values import DeliveryRecord, InRecord, OutMessage
 from app.wiring import load_rules_engine
+from connectors.webhooks.relay import Relay, RelayPolicy
 from tests.test_store import decision
 from tests.webhook_receiver import Receiver, serve
 
@@ -280,7 +280,7 @@ RELAY_PROCESS = """
 import asyncio, sys
 import httpx
 from app.outbox.config import Endpoint, Endpoints
-from app.outbox.relay import Relay, RelayPolicy
+from connectors.webhooks.relay import Relay, RelayPolicy
 from app.store.db import create_engine
 
 async def main(url: str, target: str) -> None:

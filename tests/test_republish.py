@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.outbox.republish import PublishSweeper
+from app.pipeline.republish import PublishSweeper
 from app.simulator.generate import labelled_events
 from app.store.ledger import Ledger
 from app.values import OutMessage

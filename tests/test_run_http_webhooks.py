@@ -17,7 +17,7 @@ import pytest
 
 from app.simulator.generate import generate
 from connectors.broker import EmbeddedBroker
-from connectors.webhooks import verify
+from connectors.webhooks.client import verify
 from tests.harness import ArbiterProcess, wait_until
 from tests.webhook_receiver import serve
 

@@ -4,7 +4,7 @@ Beside the consume loop the process runs: the HTTP API (``ARBITER_HTTP_ENABLED``
 webhook relay (``ARBITER_WEBHOOKS_ENABLED``, when the connectors file has an active
 endpoint), the background trainer (``ARBITER_TRAINER_ENABLED``) and the sweeper that
 publishes stored decisions a crash or a failed publish left unpublished
-(``app/outbox/republish.py``).
+(``app/pipeline/republish.py``).
 
 The shutdown is bounded by ``ARBITER_SHUTDOWN_GRACE_S`` (25 s), counted from the first
 signal (or from the consume loop or a side task ending on its own):
@@ -131,7 +131,7 @@ def _start_side_tasks(
 ) -> tuple[Side, Side]:
     """Start the HTTP API, the relay, the trainer and the sweeper (as configured): the
     workers, and the HTTP API apart (it stops last)."""
-    from app.outbox.republish import PublishSweeper
+    from app.pipeline.republish import PublishSweeper
     from app.trainer.service import Trainer
 
     engine = components.ledger.engine
@@ -178,7 +178,7 @@ def _start_side_tasks(
     if settings.webhooks_enabled and components.endpoints.active:
         import httpx
 
-        from app.outbox.relay import Relay, RelayPolicy
+        from connectors.webhooks.relay import Relay, RelayPolicy
 
         client = httpx.AsyncClient()
         side.push_async_callback(client.aclose)

@@ -250,7 +250,7 @@ api_keys = sa.Table(
 # Webhook deliveries (migration 0007): the outbox. Rows are written in the transaction
 # that stores their decision (``Ledger.record``), one per (event, endpoint) —
 # ``idempotency_key`` is unique, so a redelivered event never owes a second delivery —
-# and sent by the relay (app/outbox/relay.py), which claims due rows with a lease
+# and sent by the relay (connectors/webhooks/relay.py), which claims due rows with a lease
 # (``claimed_by``/``claimed_until``) so two relays never send the same row at once and a
 # crashed relay's rows come back when its lease runs out. ``failed`` is the dead letter.
 deliveries = sa.Table(

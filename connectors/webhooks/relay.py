@@ -33,7 +33,7 @@ from app.metrics import WEBHOOK_DELIVERIES
 from app.outbox.config import Endpoint, Endpoints
 from app.settings import Settings
 from app.store.outbox import Attempt, Delivery, OutboxStore
-from connectors.webhooks import classify, next_delay, parse_retry_after, request_headers
+from connectors.webhooks.client import classify, next_delay, parse_retry_after, request_headers
 
 log = structlog.get_logger("arbiter.webhooks")
 
