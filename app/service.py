@@ -34,10 +34,10 @@ from app.inference.scoring import Scorer
 from app.metrics import CONSUME_TO_COMMIT, RULES_RELOADS, LagReporter, set_versions_in_service
 from app.outbox.config import Endpoints, check_rule_webhooks, load_endpoints
 from app.pipeline.processor import BatchProcessor, summarise
-from app.rules.engine import RulesEngine
+from app.rules.language.spec import Publish, RuleSet
 from app.rules.loader import load_rulesets
 from app.rules.reload import RulesWatcher
-from app.rules.spec import Publish, RuleSet
+from app.rules.runtime.engine import RulesEngine
 from app.settings import Settings
 from app.store import migrate
 from app.store.db import check_connection, create_engine

@@ -51,10 +51,10 @@ from typing import Any
 import yaml
 from benchlib import RESULTS, append_results, git_commit
 
-from app.rules.engine import RulesEngine
+from app.rules.language.spec import RuleSet
 from app.rules.loader import check_rules, load_rulesets
-from app.rules.spec import RuleSet
-from app.rules.windows import WindowStore
+from app.rules.runtime.engine import RulesEngine
+from app.rules.windows.store import WindowStore
 from app.service import rule_vocabulary
 from app.settings import Settings
 from app.simulator.generate import training_set

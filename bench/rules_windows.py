@@ -33,8 +33,10 @@ from typing import Any
 
 from benchlib import git_commit
 
-from app.rules.spec import SourceRef
-from app.rules.windows import WhereTest, WindowSpec, WindowStore
+from app.rules.language.spec import SourceRef
+from app.rules.windows.spec import WindowSpec
+from app.rules.windows.store import WindowStore
+from app.rules.windows.where import WhereTest
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"

@@ -24,7 +24,7 @@ from app.pipeline.stages import (
     guess_event_id,
     rule_facts,
 )
-from app.rules.engine import RuleResult
+from app.rules.runtime.result import RuleResult
 from app.simulator.generate import SimEvent, generate
 from app.values import InRecord
 from schemas import Decision

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api import links
-from app.rules.spec import RuleSet
+from app.rules.language.spec import RuleSet
 from app.store.ledger import percentiles
 from app.store.outbox import Delivery
 from app.store.registry import ModelRegistry

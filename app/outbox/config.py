@@ -24,8 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from app.errors import ConfigError
-from app.rules.spec import RuleSet, Webhook
-from app.rules.yamlsrc import LineLoader, LineMap
+from app.rules.language.spec import RuleSet, Webhook
+from app.rules.language.yamlsrc import LineLoader, LineMap
 
 __all__ = [
     "Endpoint",

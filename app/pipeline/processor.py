@@ -42,8 +42,8 @@ from app.pipeline.stages import (
     rule_facts,
     utcnow,
 )
-from app.rules.engine import RulesEngine
-from app.rules.spec import RuleSet
+from app.rules.language.spec import RuleSet
+from app.rules.runtime.engine import RulesEngine
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.values import (

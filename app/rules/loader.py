@@ -45,13 +45,13 @@ from typing import Any
 import yaml
 
 from app.errors import ConfigError
-from app.rules.conditions import CondContext, Invalid, field_kind
-from app.rules.merge import merge_ruleset
-from app.rules.rule_checks import FileRules
-from app.rules.spec import MODES, RuleProblem, RuleSet
-from app.rules.tables import TableChecks
-from app.rules.window_parse import parse_windows
-from app.rules.yamlsrc import LineLoader, LineMap, describe, did_you_mean, key_line
+from app.rules.language.conditions import CondContext, Invalid, field_kind
+from app.rules.language.merge import merge_ruleset
+from app.rules.language.rule_checks import FileRules
+from app.rules.language.spec import MODES, RuleProblem, RuleSet
+from app.rules.language.tables import TableChecks
+from app.rules.language.yamlsrc import LineLoader, LineMap, describe, did_you_mean, key_line
+from app.rules.windows.parse import parse_windows
 
 __all__ = ["RuleProblem", "check_rules", "field_kind", "load_rulesets"]
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from app.rules.compile import as_number
-from app.rules.spec import Scalar
+from app.rules.language.kinds import as_number
+from app.rules.language.spec import Scalar
 
 __all__ = [
     "LIST_OPERATORS",
@@ -30,7 +30,6 @@ __all__ = [
     "WhereNot",
     "WhereOp",
     "WhereTest",
-    "as_number",
     "canonical_where",
     "compile_where",
     "path_getter",

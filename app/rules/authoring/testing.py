@@ -32,10 +32,18 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from app.rules.engine import RuleResult, RulesEngine
+from app.rules.language.spec import RuleProblem, RuleSet, SourceRef
+from app.rules.language.yamlsrc import (
+    LineLoader,
+    LineMap,
+    describe,
+    did_you_mean,
+    key_line,
+    line_of,
+)
 from app.rules.loader import check_rules
-from app.rules.spec import RuleProblem, RuleSet, SourceRef
-from app.rules.yamlsrc import LineLoader, LineMap, describe, did_you_mean, key_line, line_of
+from app.rules.runtime.engine import RulesEngine
+from app.rules.runtime.result import RuleResult
 from schemas import EVENT_MODELS
 
 __all__ = [

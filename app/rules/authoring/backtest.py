@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ConfigError
-from app.rules.engine import RuleResult, RulesEngine
-from app.rules.spec import RuleSet
-from app.rules.windows import WindowSpec, WindowStore
+from app.rules.language.spec import RuleSet
+from app.rules.runtime.engine import RulesEngine
+from app.rules.runtime.result import RuleResult
+from app.rules.windows.spec import WindowSpec
+from app.rules.windows.store import WindowStore
 from app.values import DecidedEvent
 
 __all__ = [

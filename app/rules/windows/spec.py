@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-from app.rules.spec import WINDOWS_PREFIX, RuleProblem, SourceRef
-from app.rules.window_where import Where, canonical_where
+from app.rules.language.spec import WINDOWS_PREFIX, RuleProblem, SourceRef
+from app.rules.windows.where import Where, canonical_where
 
 __all__ = [
     "AGGREGATES",

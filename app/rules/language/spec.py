@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from app.rules.expr import Expression
+from app.rules.language.expr import Expression
 
 Operator: TypeAlias = Literal[
     "eq",
