@@ -246,7 +246,8 @@ def rules_test(
 
 
 def _print_case(case: Any) -> None:
-    from app.rules.authoring.testing import CaseResult, format_action
+    from app.rules.authoring.cases import CaseResult
+    from app.rules.authoring.testing import format_action
 
     assert isinstance(case, CaseResult)
     test = case.test
@@ -319,7 +320,7 @@ def rules_backtest(
 
     Reads the ledger only: it writes nothing and publishes nothing.
     """
-    from app.rules.authoring.backtest import BacktestRequest, run_backtest
+    from app.ops.backtest import BacktestRequest, run_backtest
     from app.rules.loader import check_rules
     from app.service import rule_vocabulary
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from app.rules.authoring.backtest import BacktestRequest, compare, run_backtest
-from app.rules.authoring.testing import SAMPLE_EVENTS, run_rule_tests
+from app.ops.backtest import BacktestRequest, run_backtest
+from app.rules.authoring.backtest import compare
+from app.rules.authoring.cases import SAMPLE_EVENTS
+from app.rules.authoring.testing import run_rule_tests
 from app.rules.loader import check_rules
 from app.rules.runtime.result import RuleResult
 from app.service import rule_vocabulary
