@@ -35,7 +35,7 @@ __all__ = [
     "parse_endpoints",
 ]
 
-# Same as the rule checker's ``webhook:`` names (app.rules.actions).
+# Same as the rule checker's ``webhook:`` names (app.rules.language.actions).
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")

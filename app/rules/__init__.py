@@ -18,5 +18,5 @@ Four rooms and two modules, lowest first (each imports only the ones before it):
   and comparison behind ``arbiter rules backtest`` (its ledger reading is in
   ``app.ops.backtest``).
 
-Pure: nothing here does network or database I/O; only ``runtime`` loads durable_rules.
+Pure: nothing here does network or database I/O; only ``runtime`` imports durable_rules.
 """

@@ -1,7 +1,8 @@
 """Check the ``actions:`` of a rule or table row: publish, webhook, set and tag.
 
-``ActionChecks`` adds action checking to the condition checker; ``app.rules.rule_checks``
-builds on it. Each problem names the file, line, rule and the fix.
+``ActionChecks`` adds action checking to the condition checker;
+``app.rules.language.rule_checks`` builds on it. Each problem names the file, line, rule
+and the fix.
 
 Pure: no I/O.
 """

@@ -2,7 +2,8 @@
 
 ``RuleChecks`` turns a ``rules:`` item of a rule file into a ``Rule``; ``FileRules``
 holds what one file contributes before its ruleset is merged. Decision tables
-(``app.rules.tables``) and the file-level loader (``app.rules.loader``) build on it.
+(``app.rules.language.tables``) and the file-level loader (``app.rules.loader``) build on
+it.
 
 Pure: no I/O.
 """

@@ -75,7 +75,8 @@ def _for_durable(number: float) -> float:
 def prepare_fact(flat: Mapping[str, Any], kinds: Mapping[str, ValueKind]) -> dict[str, Any]:
     """The message to post: only the keys the rules read, each of the kind it is compared
     with; a value of another kind is dropped (treated as missing). Numbers JSON would
-    write with an exponent are replaced by order-keeping stand-ins (see ``spec``)."""
+    write with an exponent are replaced by order-keeping stand-ins (see
+    ``app.rules.language.spec``)."""
     out: dict[str, Any] = {}
     for key, kind in kinds.items():
         if key in flat:
