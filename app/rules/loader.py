@@ -26,7 +26,7 @@ merged in file-name order; rules run by ``priority``, high first, ties in file o
         rows:
           - when: [{gte: 5000}, {in: [online]}]
             decision: review
-    tests: [...]                    # read by app.rules.authoring.testing, ignored here
+    tests: [...]                    # read by app.rules.authoring.case_reader, ignored here
 
 Where things are: the checked values (and ``RuleProblem``) in ``app.rules.language.spec``;
 conditions in ``app.rules.language.conditions``, actions in ``app.rules.language.actions``,
