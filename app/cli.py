@@ -224,7 +224,7 @@ def rules_test(
     rules_dir: Annotated[Path | None, typer.Option("--dir", help="Folder of rule files.")] = None,
 ) -> None:
     """Run the `tests:` of every rule file: pass/fail with a diff, then rule coverage."""
-    from app.rules.testing import run_rule_tests
+    from app.rules.authoring.testing import run_rule_tests
     from app.wiring import rule_vocabulary
 
     settings = _settings(rules_dir=rules_dir)
@@ -246,7 +246,8 @@ def rules_test(
 
 
 def _print_case(case: Any) -> None:
-    from app.rules.testing import CaseResult, format_action
+    from app.rules.authoring.cases import CaseResult
+    from app.rules.authoring.testing import format_action
 
     assert isinstance(case, CaseResult)
     test = case.test
@@ -319,7 +320,7 @@ def rules_backtest(
 
     Reads the ledger only: it writes nothing and publishes nothing.
     """
-    from app.rules.backtest import BacktestRequest, run_backtest
+    from app.ops.backtest import BacktestRequest, run_backtest
     from app.rules.loader import check_rules
     from app.wiring import rule_vocabulary
 
@@ -356,7 +357,7 @@ def rules_backtest(
 def _print_backtest(report: Any) -> None:
     from rich.table import Table
 
-    from app.rules.backtest import BacktestReport
+    from app.rules.authoring.backtest import BacktestReport
 
     assert isinstance(report, BacktestReport)
     window = f"since {report.since.isoformat() if report.since else '?'}"

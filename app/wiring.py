@@ -33,9 +33,9 @@ from app.inference.scoring import Scorer
 from app.outbox.config import Endpoints, check_rule_webhooks, load_endpoints
 from app.pipeline.processor import BatchProcessor
 from app.pipeline.upkeep import Upkeep, publish_topics
-from app.rules.engine import RulesEngine
 from app.rules.loader import load_rulesets
 from app.rules.reload import RulesWatcher
+from app.rules.runtime.engine import RulesEngine
 from app.settings import Settings
 from app.store import migrate
 from app.store.db import check_connection, create_engine

@@ -21,8 +21,8 @@ the end-to-end cost of the rules stage.
 
 Memory after 1M events with windows is ``bench/rules_windows.py``'s figure: the latest
 one in ``bench/RESULTS.md`` is quoted, not re-measured. durable_rules joins are not used
-for correlation (``../shared/STACK-NOTES.md``: their state piles up and ``delete_state``
-segfaults); windows are Arbiter's own bounded per-key state.
+for correlation (``docs/dependencies.md``, durable_rules: their state piles up and
+``delete_state`` segfaults); windows are Arbiter's own bounded per-key state.
 
     .venv/bin/python bench/rules.py [--events 5000] [--sizes 10,100,500,1000] [--skip-e2e]
     .venv/bin/python bench/rules.py --events 2000 --e2e-events 5000 --no-record
@@ -51,10 +51,10 @@ from typing import Any
 import yaml
 from benchlib import RESULTS, append_results, git_commit
 
-from app.rules.engine import RulesEngine
+from app.rules.language.spec import RuleSet
 from app.rules.loader import check_rules, load_rulesets
-from app.rules.spec import RuleSet
-from app.rules.windows import WindowStore
+from app.rules.runtime.engine import RulesEngine
+from app.rules.windows.store import WindowStore
 from app.settings import Settings
 from app.simulator.generate import training_set
 from app.wiring import rule_vocabulary
@@ -655,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"of {BATCH:,}, facts built beforehand; events/s = best of {args.repeat} passes. "
         "Baselines: 10 rules in the same mode; windows off for windows on\n"
         f"{e2e_line}"
-        "- durable_rules joins are not used for correlation: STACK-NOTES measured their "
+        "- durable_rules joins are not used for correlation: docs/dependencies.md records their "
         "state piling up (`delete_state` segfaults), so windows are Arbiter's own bounded "
         "per-key state, read by rules as fields\n\n"
         f"{text}\n"

@@ -13,8 +13,9 @@ the issue: distinct countries of amount > 500 in 10 min, and a count over 1 h.
 - **rebuild**: ``replay`` of one horizon (1 h) of events into a fresh store, as the
   service does on restart from the ledger.
 
-durable_rules joins are not used for any of this: ``../shared/STACK-NOTES.md`` measured
-their state piling up and ``delete_state`` segfaulting, so the state lives in Arbiter.
+durable_rules joins are not used for any of this: their state piles up and
+``delete_state`` segfaults (``docs/dependencies.md``, durable_rules), so the state lives in
+Arbiter.
 
     .venv/bin/python bench/rules_windows.py [--events 1000000] [--no-record]
 """
@@ -33,8 +34,10 @@ from typing import Any
 
 from benchlib import git_commit
 
-from app.rules.spec import SourceRef
-from app.rules.windows import WhereTest, WindowSpec, WindowStore
+from app.rules.language.spec import SourceRef
+from app.rules.windows.spec import WindowSpec
+from app.rules.windows.store import WindowStore
+from app.rules.windows.where import WhereTest
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -234,7 +237,7 @@ def main() -> None:
         "in 10 min, count in 1 h (defaults: max_entries_per_key 1,000, max_keys 200,000)\n"
         "- baseline = the same stream with no windows (building the fact only); "
         "events/s are per 100k-event step, time spent processing only\n"
-        "- durable_rules joins are not used: STACK-NOTES measured their state piling up "
+        "- durable_rules joins are not used: docs/dependencies.md records their state piling up "
         "(`delete_state` segfaults, per-event sessions hit a C limit), so windows are "
         "Arbiter's own bounded per-key state\n\n"
         f"{text}\n"

@@ -13,9 +13,9 @@ from app.core.offline import InMemoryWindows, as_records, run_batch
 from app.inference.catalog import SCORE_TYPES
 from app.inference.lifecycle import scorer_from_folder
 from app.inference.scoring import Scorer
-from app.rules.engine import RulesEngine
+from app.rules.language.spec import RuleSet
 from app.rules.loader import load_rulesets
-from app.rules.spec import RuleSet
+from app.rules.runtime.engine import RulesEngine
 from app.simulator.generate import generate
 from app.values import InRecord
 from schemas import EVENT_MODELS, field_types

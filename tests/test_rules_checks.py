@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from app.inference.catalog import SCORE_TYPES
-from app.rules.loader import RuleProblem, check_rules
+from app.rules.language.spec import RuleProblem
+from app.rules.loader import check_rules
 from schemas import EVENT_MODELS, field_types
 
 TX_ONLY = {"transaction": field_types("transaction")}

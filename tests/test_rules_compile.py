@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from app.rules.compile import flatten_facts, key_kinds, prepare_fact, to_durable, to_expression
-from app.rules.spec import AllOf, AnyOf, Compare, Not, Rule, RuleSet, SourceRef
+from app.rules.language.spec import AllOf, AnyOf, Compare, Not, Rule, RuleSet, SourceRef
+from app.rules.runtime.compile import key_kinds, to_durable, to_expression
+from app.rules.runtime.facts import flatten_facts, prepare_fact
 
 
 def ruleset(*rules: Rule) -> RuleSet:

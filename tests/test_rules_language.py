@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from app.inference.catalog import SCORE_TYPES
-from app.rules.engine import RuleResult, RulesEngine
+from app.rules.language.spec import RuleSet
 from app.rules.loader import load_rulesets
-from app.rules.spec import RuleSet
+from app.rules.runtime.engine import RulesEngine
+from app.rules.runtime.result import RuleResult
 from schemas import EVENT_MODELS, field_types
 
 FIELDS = {t: field_types(t) for t in EVENT_MODELS}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from app.inference.catalog import SCORE_TYPES
-from app.rules.engine import CHUNK_RULES, RulesEngine
 from app.rules.loader import load_rulesets
+from app.rules.runtime.engine import CHUNK_RULES, RulesEngine
 from schemas import EVENT_MODELS, field_types
 
 FIELDS = {t: field_types(t) for t in EVENT_MODELS}

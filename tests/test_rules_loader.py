@@ -9,8 +9,8 @@ import pytest
 
 from app.errors import ConfigError
 from app.inference.catalog import SCORE_TYPES
-from app.rules.loader import RuleProblem, check_rules, load_rulesets
-from app.rules.spec import AllOf, AnyOf, Compare, Not
+from app.rules.language.spec import AllOf, AnyOf, Compare, Not, RuleProblem
+from app.rules.loader import check_rules, load_rulesets
 from schemas import EVENT_MODELS, field_types
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
@@ -293,7 +293,7 @@ def test_type_mismatches_are_refused(tmp_path: Path, condition: str, expected: s
 
 def test_nested_list_index_and_attributes_paths_resolve() -> None:
     """'items.0.sku' matches 'items.*.sku'; any 'attributes.*' key is allowed."""
-    from app.rules.loader import field_kind
+    from app.rules.language.conditions import field_kind
 
     assert field_kind(FIELD_TYPES["order"], "items.0.sku") == "string"
     assert field_kind(FIELD_TYPES["order"], "attributes.income") == "any"

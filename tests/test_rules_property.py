@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.inference.catalog import SCORE_TYPES
-from app.rules.engine import RulesEngine
 from app.rules.loader import check_rules
+from app.rules.runtime.engine import RulesEngine
 from app.settings import Settings
 from app.simulator.generate import training_set
 from app.wiring import rule_vocabulary

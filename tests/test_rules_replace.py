@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from app.errors import ConfigError
-from app.rules import engine as engine_module
-from app.rules.engine import RulesEngine, registered_count
-from app.rules.spec import AllOf, Compare, Rule, RuleSet, SourceRef
+from app.rules.language.spec import AllOf, Compare, Rule, RuleSet, SourceRef
+from app.rules.runtime.engine import RulesEngine
+from app.rules.runtime.host import registered_count, shared_host
 
 
 def _rss_mb() -> float:
@@ -84,7 +84,7 @@ def test_a_failed_replace_keeps_the_old_rules_and_leaks_nothing(
     """If one ruleset is refused, the rules in service stay and nothing new stays registered."""
     engine = RulesEngine({"transaction": _ruleset(10)})
     before = registered_count()
-    host = engine_module._host()
+    host = shared_host()
     real = host.set_rulesets
 
     def refuse_orders(definitions: dict[str, Any]) -> None:

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from app.rules.backtest import BacktestRequest, compare, run_backtest
-from app.rules.engine import RuleResult
+from app.ops.backtest import BacktestRequest, run_backtest
+from app.rules.authoring.backtest import compare
+from app.rules.authoring.cases import SAMPLE_EVENTS
+from app.rules.authoring.testing import run_rule_tests
 from app.rules.loader import check_rules
-from app.rules.testing import SAMPLE_EVENTS, run_rule_tests
+from app.rules.runtime.result import RuleResult
 from app.settings import Settings
 from app.simulator.generate import training_set
 from app.store import migrate

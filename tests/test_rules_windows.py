@@ -11,20 +11,12 @@ import pytest
 import yaml
 
 from app.inference.catalog import SCORE_TYPES
-from app.rules.spec import RuleProblem, SourceRef
-from app.rules.windows import (
-    Where,
-    WhereAll,
-    WhereAny,
-    WhereNot,
-    WhereTest,
-    WindowSpec,
-    WindowStore,
-    parse_windows,
-    where_holds,
-    window_field_types,
-)
-from app.rules.yamlsrc import LineLoader  # the reader whose mappings the loader hands us
+from app.rules.language.spec import RuleProblem, SourceRef
+from app.rules.language.yamlsrc import LineLoader
+from app.rules.windows.parse import parse_windows
+from app.rules.windows.spec import WindowSpec, window_field_types
+from app.rules.windows.store import WindowStore
+from app.rules.windows.where import Where, WhereAll, WhereAny, WhereNot, WhereTest, where_holds
 from schemas import EVENT_MODELS, field_types
 
 FIELD_TYPES = {t: field_types(t) for t in EVENT_MODELS}

@@ -15,7 +15,7 @@ from app.core.decode import decode_event
 from app.errors import InvalidEvent
 from app.inference.catalog import SCORE_TYPES
 from app.rules.loader import load_rulesets
-from app.rules.windows import WindowStore
+from app.rules.windows.store import WindowStore
 from app.simulator import SimEvent, generate, training_set
 from schemas import EventBase, Order, Ticket, Transaction
 

@@ -24,7 +24,7 @@ from app.core.stages import (
     rule_facts,
 )
 from app.errors import InvalidEvent
-from app.rules.engine import RuleResult
+from app.rules.runtime.result import RuleResult
 from app.simulator.generate import SimEvent, generate
 from app.values import InRecord
 from schemas import Decision

@@ -19,7 +19,7 @@ from app.outbox.config import (
     parse_endpoints,
 )
 from app.outbox.plan import plan_batch, plan_deliveries
-from app.rules.spec import AllOf, Rule, RuleSet, SourceRef, Webhook
+from app.rules.language.spec import AllOf, Rule, RuleSet, SourceRef, Webhook
 from app.settings import Settings
 from connectors.webhooks.client import (
     MAX_RETRY_AFTER_S,

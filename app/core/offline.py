@@ -32,8 +32,8 @@ from app.core.stages import (
     first_of_each_event,
     utcnow,
 )
-from app.rules.spec import RuleSet
-from app.rules.windows import WindowStore
+from app.rules.language.spec import RuleSet
+from app.rules.windows.store import WindowStore
 from app.values import InRecord, OutMessage
 from schemas import Decision, Outcome
 

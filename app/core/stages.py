@@ -33,7 +33,7 @@ class Rejected:
 
 
 class RuleOutcome(Protocol):
-    """What the rules said about one event (``app.rules.engine.RuleResult`` is one)."""
+    """What the rules said about one event (``app.rules.runtime.result.RuleResult`` is one)."""
 
     @property
     def decision(self) -> str: ...

@@ -24,8 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from app.errors import ConfigError
-from app.rules.spec import RuleSet, Webhook
-from app.rules.yamlsrc import LineLoader, LineMap
+from app.rules.language.spec import RuleSet, Webhook
+from app.rules.language.yamlsrc import LineLoader, LineMap
 
 __all__ = [
     "Endpoint",
@@ -35,7 +35,7 @@ __all__ = [
     "parse_endpoints",
 ]
 
-# Same as the rule checker's ``webhook:`` names (app.rules.actions).
+# Same as the rule checker's ``webhook:`` names (app.rules.language.actions).
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")

@@ -20,8 +20,9 @@ from typing import Any
 
 import structlog
 
-from app.rules.spec import RuleSet
-from app.rules.windows import WindowSpec, WindowStore
+from app.rules.language.spec import RuleSet
+from app.rules.windows.spec import WindowSpec
+from app.rules.windows.store import WindowStore
 from app.store.ledger import Ledger
 from app.values import DecidedEvent
 

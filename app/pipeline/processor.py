@@ -40,8 +40,8 @@ from app.metrics import OUTCOMES, observe_batch
 from app.outbox.config import Endpoints
 from app.outbox.plan import plan_batch
 from app.pipeline.correlation import Correlator, window_specs
-from app.rules.engine import RulesEngine
-from app.rules.spec import RuleSet
+from app.rules.language.spec import RuleSet
+from app.rules.runtime.engine import RulesEngine
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.values import (

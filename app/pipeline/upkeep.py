@@ -19,9 +19,9 @@ from app.inference.lifecycle import ModelWatcher
 from app.metrics import RULES_RELOADS, set_versions_in_service
 from app.outbox.config import Endpoints, check_rule_webhooks
 from app.pipeline.processor import BatchProcessor
-from app.rules.engine import RulesEngine
+from app.rules.language.spec import Publish, RuleSet
 from app.rules.reload import RulesWatcher
-from app.rules.spec import Publish, RuleSet
+from app.rules.runtime.engine import RulesEngine
 
 log = structlog.get_logger("arbiter.upkeep")
 

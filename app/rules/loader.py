@@ -26,14 +26,15 @@ merged in file-name order; rules run by ``priority``, high first, ties in file o
         rows:
           - when: [{gte: 5000}, {in: [online]}]
             decision: review
-    tests: [...]                    # read by app.rules.testing, ignored here
+    tests: [...]                    # read by app.rules.authoring.case_reader, ignored here
 
-``RuleProblem`` lives in ``app.rules.spec`` and is re-exported here.
-
-Where things are: conditions in ``app.rules.conditions``, actions in
-``app.rules.actions``, a rule's own keys in ``app.rules.rule_checks``, decision tables in
-``app.rules.tables``, windows in ``app.rules.windows``, and merging the files of one
-ruleset in ``app.rules.merge``. This module reads the files and holds the entry points.
+Where things are: the checked values (and ``RuleProblem``) in ``app.rules.language.spec``;
+conditions in ``app.rules.language.conditions``, actions in ``app.rules.language.actions``,
+a rule's own keys in ``app.rules.language.rule_checks``, decision tables in
+``app.rules.language.tables``, windows in ``app.rules.windows`` (read by its ``parse``),
+and merging the files of one ruleset in ``app.rules.language.merge``. This module reads
+the files and holds the entry points; it sits above ``language/`` and ``windows/``
+because a rule file holds both.
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ from typing import Any
 import yaml
 
 from app.errors import ConfigError
-from app.rules.conditions import CondContext, Invalid, field_kind
-from app.rules.merge import merge_ruleset
-from app.rules.rule_checks import FileRules
-from app.rules.spec import MODES, RuleProblem, RuleSet
-from app.rules.tables import TableChecks
-from app.rules.window_parse import parse_windows
-from app.rules.yamlsrc import LineLoader, LineMap, describe, did_you_mean, key_line
+from app.rules.language.conditions import CondContext, Invalid, field_kind
+from app.rules.language.merge import merge_ruleset
+from app.rules.language.rule_checks import FileRules
+from app.rules.language.spec import MODES, RuleProblem, RuleSet
+from app.rules.language.tables import TableChecks
+from app.rules.language.yamlsrc import LineLoader, LineMap, describe, did_you_mean, key_line
+from app.rules.windows.parse import parse_windows
 
 __all__ = ["RuleProblem", "check_rules", "field_kind", "load_rulesets"]
 

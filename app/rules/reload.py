@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.rules.loader import RuleProblem, check_rules
-from app.rules.spec import RuleSet
+from app.rules.language.spec import RuleProblem, RuleSet
+from app.rules.loader import check_rules
 
 
 def folder_fingerprint(rules_dir: Path) -> str:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.rules.spec import RuleSet
+from app.rules.language.spec import RuleSet
 from app.store.ledger import percentiles
 from app.store.outbox import Delivery
 from app.store.registry import ModelRegistry

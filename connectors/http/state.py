@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.rules.engine import RulesEngine
+from app.rules.runtime.engine import RulesEngine
 from app.settings import Settings
 from app.store.ledger import Ledger
 from app.store.registry import ModelRegistry

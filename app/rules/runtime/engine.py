@@ -6,65 +6,44 @@ decides; in ``collect`` mode every matching rule fires and contributes its actio
 the highest-priority one with a decision decides. No match → the ruleset's default.
 It is synchronous and meant to be called with whole batches from one worker thread.
 
-How durable_rules 2.0.28 is driven, and why (see STACK-NOTES):
+How durable_rules 2.0.28 is driven, and why (the durable behaviour behind each point is
+in ``docs/dependencies.md``, durable_rules; the Host and the registrations it shares
+across engines are in ``app.rules.runtime.host``):
 
-- One ``Host`` for the whole process, shared by every ``RulesEngine``. Its timer
-  threads are switched off (``_run`` is a no-op): ``post`` already runs the action in
-  the caller's thread, and the background dispatcher could otherwise take the action
-  of a message we are posting.
-- ``stop`` mode posts each fact as an *event*: durable fires one action per post — the
-  lowest ``pri`` — which is the first-match semantics. ``collect`` mode asserts it as a
+- ``stop`` mode posts each fact as an *event*: durable fires one action per post (the
+  lowest ``pri``), which is the first-match semantics. ``collect`` mode asserts it as a
   *fact*: durable then fires every matching rule in ``pri`` order within the call, and
-  the fact is retracted at once (measured: 50,000 assert+retract pairs, memory flat,
-  no facts left). ``MessageNotHandledException`` means no rule matched → the default.
+  the fact is retracted at once, so no facts pile up. ``MessageNotHandledException``
+  means no rule matched → the default.
 - Every message goes to the default session with a process-unique ``id`` (a redelivered
-  event is evaluated again) and only the keys its ruleset reads. Single-message rules,
-  no joins: the pattern that stays flat in memory.
-- durable swallows action errors into ``state["exception"]`` and keeps it there for
-  every later post; our action cannot fail, clears a stale one, and ``evaluate`` raises
-  if one shows up anyway.
+  event is evaluated again) and only the keys its ruleset reads
+  (``app.rules.runtime.facts``). Single-message rules, no joins: the pattern that stays
+  flat in memory.
+- An error durable reports in the returned state raises ``RulesEngineError``.
+- ``replace`` (hot reload) swaps every ruleset at once: if one is refused, none change.
+- Rulesets are registered in chunks of ``CHUNK_RULES`` rules: durable's C evaluator runs
+  out of stack on some events once one ruleset holds a few hundred rules.
 
-Registrations and hot reload (``replace``). durable refuses a ruleset name twice and
-cannot change a registered ruleset. Measured on 2.0.28: there is no handle-table limit
-in practice (100,000 ``create_ruleset`` calls succeeded; handles are never reused), but
-every registered ruleset keeps ~64 KB of C memory and its default session another
-~95 KB once a message was posted — 2,000 reloads without cleanup would hold ~300 MB.
-``delete_ruleset`` alone frees the ruleset but leaks the session; ``delete_state`` on
-the default session first, then ``delete_ruleset``, frees both (6,000 register/post/
-delete cycles: RSS flat within 3 MB). So registrations are shared by content: the key is
-a hash of the compiled durable definition, so reloading unchanged rules (or switching
-back to an earlier version) reuses the registration; each is reference-counted across
-engines and deleted — state first — when the last engine stops using it. Deleting only
-ever happens under the lock that every post holds, never while a post is running.
-``delete_state`` is safe here because these rulesets have no joins: the segfault in
-STACK-NOTES needs a pending partial-join event.
-
-Throughput (2-core dev box, Python 3.11, the shipped rules, one ``evaluate`` call with a
-batch of 1,000 simulator events, flattening, helper keys, posting and reason rendering
-included, best of 5): ~28,500 events/s for ``transaction`` and ``order`` (stop mode) and
-~20,000 for ``ticket`` (collect mode: assert + retract and up to 4 actions per event).
-The first version (stop only, no helpers or reasons) ran 32-42k/s.
+Throughput is measured by ``bench/rules.py`` (generated rules) and recorded in
+``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
-import itertools
-import json
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import durable_rules_engine  # type: ignore[import-not-found]  # durable's C module, untyped
-from durable.engine import Host, MessageNotHandledException
+from durable.engine import MessageNotHandledException
 
 from app.errors import ArbiterError, ConfigError
-from app.rules.compile import FactPlan, build_message, fact_plan, lookup, number_at, to_durable
-from app.rules.reasons import Template, parse_template, render
-from app.rules.spec import Publish, Rule, RuleSet, SetValues, Tag, Webhook, canonical_action
+from app.rules.language.reasons import Template, parse_template, render
+from app.rules.language.spec import Rule, RuleSet
+from app.rules.runtime.compile import to_durable
+from app.rules.runtime.facts import FactPlan, build_message, fact_plan, lookup, number_at
+from app.rules.runtime.host import LOCK, MESSAGE_IDS, SyncHost, acquire, release, shared_host
+from app.rules.runtime.result import RuleResult, merge_actions
 
 
 class RulesEngineError(ArbiterError):
@@ -74,135 +53,8 @@ class RulesEngineError(ArbiterError):
     """
 
 
-@dataclass(frozen=True)
-class RuleResult:
-    """The outcome for one fact.
-
-    ``decision``/``rule``/``reason``: what decided (``rule`` None = the default) and its
-    interpolated reason. ``rules_fired``: every rule that fired, in priority order (one in
-    stop mode). ``reasons``: their reasons, same order (the default's when none fired).
-    ``actions``: ``{"type": "publish", "topic": t}``, ``{"type": "webhook", "name": n}``,
-    ``{"type": "set", "values": {...}}``, ``{"type": "tag", "tags": [...]}`` in firing
-    order, publish/webhook de-duplicated, all sets merged into one entry (the higher
-    priority wins per key) and all tags into one. ``ruleset_version``: what decided it.
-    """
-
-    decision: str
-    rule: str | None
-    reason: str
-    rules_fired: tuple[str, ...] = ()
-    reasons: tuple[str, ...] = ()
-    actions: tuple[Mapping[str, Any], ...] = ()
-    ruleset_version: str = ""
-
-
-class _SyncHost(Host):  # type: ignore[misc]  # durable ships no type information
-    """A durable Host without background threads whose actions record the rules that fired."""
-
-    def __init__(self) -> None:
-        self.fired: list[str] = []
-        super().__init__()
-
-    def _run(self) -> None:
-        # No dispatch/timer threads: actions run inside post(), in the caller's thread.
-        return
-
-    def get_action(self, action_name: str) -> Callable[[Any], None]:
-        def action(closure: Any) -> None:
-            self.fired.append(action_name)
-            # A stale exception would otherwise be reported by every later post.
-            closure.s._d.pop("exception", None)
-
-        return action
-
-    def unregister(self, name: str) -> None:
-        """Forget a ruleset and free its C memory: default session first, then the ruleset.
-
-        durable's ``createStateNode`` leaves the session's action context uninitialised
-        and ``deleteStateNode`` frees it: deleting a session in which no action ever ran
-        frees a garbage pointer (the segfault in STACK-NOTES). Posting the sweep message
-        first runs the sweep rule's action on the default session, which sets that
-        context, so the delete is safe; it also creates the session if none existed.
-        """
-        self.post(name, {"id": next(_MESSAGE_IDS), SWEEP_KEY: True})
-        self.fired.clear()
-        ruleset = self._ruleset_directory.pop(name)
-        self._ruleset_list.remove(ruleset)
-        durable_rules_engine.delete_state(ruleset._handle, None)
-        durable_rules_engine.delete_ruleset(ruleset._handle)
-
-
-# A rule every registration carries, fired only by ``unregister`` (no fact has the key).
-SWEEP_KEY = "__arbiter_sweep"
-_SWEEP_RULE: dict[str, Any] = {
-    "all": [{"m": {"$eq": {SWEEP_KEY: True}}}],
-    "pri": 2**31 - 1,
-    "run": SWEEP_KEY,
-}
-
-_HOST: _SyncHost | None = None
-# Guards the shared Host and the registrations: register/delete, and every post.
 # Rules per durable ruleset. 100-rule rulesets ran clean in bench/rules.py; 500 did not.
 CHUNK_RULES = 50
-_HOST_LOCK = threading.Lock()
-_MESSAGE_IDS = itertools.count(1)
-_RULESET_NUMBERS = itertools.count(1)
-
-
-def _host() -> _SyncHost:
-    global _HOST  # noqa: PLW0603 - one Host per process is the point
-    if _HOST is None:
-        _HOST = _SyncHost()
-    return _HOST
-
-
-@dataclass
-class _Registration:
-    name: str
-    users: int
-
-
-# Compiled-definition hash -> its registration; shared by every engine in the process.
-_REGISTRATIONS: dict[str, _Registration] = {}
-
-
-def registered_count() -> int:
-    """How many rulesets durable holds for Arbiter right now (for tests and metrics)."""
-    with _HOST_LOCK:
-        return len(_REGISTRATIONS)
-
-
-def _acquire(event_type: str, body: Mapping[str, Any], context: str) -> str:
-    """The durable name of a registration of ``body`` (new or shared). Lock held."""
-    digest = hashlib.sha256(
-        json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    ).hexdigest()
-    existing = _REGISTRATIONS.get(digest)
-    if existing is not None:
-        existing.users += 1
-        return existing.name
-    name = f"{event_type}_{digest[:12]}_{next(_RULESET_NUMBERS)}"
-    try:
-        # set_rulesets mutates the definition it is given; hand it a private copy.
-        _host().set_rulesets({name: copy.deepcopy({**body, SWEEP_KEY: _SWEEP_RULE})})
-    except Exception as exc:
-        raise ConfigError(
-            f"durable_rules refused the {context}: {exc} "
-            "— the rules in service are unchanged; simplify the rule it names"
-        ) from exc
-    _REGISTRATIONS[digest] = _Registration(name, 1)
-    return name
-
-
-def _release(name: str) -> None:
-    """Drop one user of a registration; delete it from durable with the last. Lock held."""
-    for digest, registration in _REGISTRATIONS.items():
-        if registration.name == name:
-            registration.users -= 1
-            if registration.users <= 0:
-                del _REGISTRATIONS[digest]
-                _host().unregister(name)
-            return
 
 
 @dataclass(frozen=True)
@@ -234,10 +86,10 @@ def _register(ruleset: RuleSet) -> _Registered:
         for start in range(0, len(ruleset.rules), CHUNK_RULES):
             part = slice(start, start + CHUNK_RULES)
             body = to_durable(ruleset, "_", part=part)["_"]
-            names.append(_acquire(ruleset.event_type, body, context))
+            names.append(acquire(ruleset.event_type, body, context))
     except BaseException:
         for name in names:
-            _release(name)
+            release(name)
         raise
     reasons = (ruleset.default_reason,)
     return _Registered(
@@ -258,36 +110,6 @@ def _register(ruleset: RuleSet) -> _Registered:
     )
 
 
-def merge_actions(rules: Sequence[Rule]) -> tuple[Mapping[str, Any], ...]:
-    """The actions of ``rules`` (in firing order) as a result carries them: publish and
-    webhook once each, all ``set`` values in one entry (the first rule to set a key
-    wins), all tags in one entry; each merged entry sits where its kind first appeared."""
-    out: list[dict[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
-    values: dict[str, Any] | None = None
-    tags: list[str] | None = None
-    for rule in rules:
-        for action in rule.actions:
-            if isinstance(action, Publish | Webhook):
-                entry = canonical_action(action)
-                key = (entry["type"], action.topic if isinstance(action, Publish) else action.name)
-                if key not in seen:
-                    seen.add(key)
-                    out.append(entry)
-            elif isinstance(action, SetValues):
-                if values is None:
-                    values = {}
-                    out.append({"type": "set", "values": values})
-                for name, value in action.values:
-                    values.setdefault(name, value)
-            elif isinstance(action, Tag):
-                if tags is None:
-                    tags = []
-                    out.append({"type": "tag", "tags": tags})
-                tags.extend(t for t in action.tags if t not in tags)
-    return tuple(out)
-
-
 class RulesEngine:
     """Evaluates facts against the rulesets it holds; ``replace`` swaps them atomically.
 
@@ -306,7 +128,7 @@ class RulesEngine:
     def replace(self, rulesets: Mapping[str, RuleSet]) -> None:
         """Put ``rulesets`` into service; if any fails to register, none do. Unchanged
         rulesets reuse their registration; ones no engine uses any more are deleted."""
-        with _HOST_LOCK:
+        with LOCK:
             registered: dict[str, _Registered] = {}
             try:
                 for event_type, ruleset in rulesets.items():
@@ -319,7 +141,7 @@ class RulesEngine:
 
     def close(self) -> None:
         """Stop using every ruleset; evaluate() then knows no event type."""
-        with _HOST_LOCK:
+        with LOCK:
             old, self._active = self._active, {}
             self._release_all(old)
 
@@ -327,12 +149,12 @@ class RulesEngine:
     def _release_all(registered: Mapping[str, _Registered]) -> None:
         for item in registered.values():
             for name in item.durable_names:
-                _release(name)
+                release(name)
 
     def evaluate(self, event_type: str, facts: Sequence[Mapping[str, Any]]) -> list[RuleResult]:
         """One result per fact, same order. A fact is ``{**event_json, "scores": {...}}``
         plus ``"windows": {name: number}`` when the ruleset declares windows."""
-        with _HOST_LOCK:
+        with LOCK:
             active = self._active.get(event_type)
             if active is None:
                 known = ", ".join(sorted(self._active)) or "none"
@@ -378,9 +200,9 @@ class RulesEngine:
     @staticmethod
     def _fire(active: _Registered, name: str, message: dict[str, Any]) -> list[str]:
         """The rules durable fired for ``message``, in firing order. Lock held."""
-        host = _host()
+        host = shared_host()
         host.fired = []
-        message["id"] = next(_MESSAGE_IDS)
+        message["id"] = next(MESSAGE_IDS)
         try:
             return RulesEngine._fire_checked(active, name, message, host)
         except (RulesEngineError, MessageNotHandledException):
@@ -393,7 +215,7 @@ class RulesEngine:
 
     @staticmethod
     def _fire_checked(
-        active: _Registered, name: str, message: dict[str, Any], host: _SyncHost
+        active: _Registered, name: str, message: dict[str, Any], host: SyncHost
     ) -> list[str]:
         try:
             if active.collect:

@@ -8,7 +8,7 @@ comparison that implies another does so for missing fields too (both are unknown
 
 from __future__ import annotations
 
-from app.rules.spec import AllOf, AnyOf, Compare, Condition, canonical_condition
+from app.rules.language.spec import AllOf, AnyOf, Compare, Condition, canonical_condition
 
 _LOWER = frozenset({"gt", "gte"})
 _UPPER = frozenset({"lt", "lte"})

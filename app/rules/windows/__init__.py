@@ -18,8 +18,8 @@ ruleset's conditions read as ``windows.<name>``::
         count: true
 
 Why here and not in durable_rules: durable's joins keep state that cannot be deleted
-safely at volume (``../shared/STACK-NOTES.md``), so the state lives in Arbiter and
-durable only ever sees single-message rules over plain fields.
+safely at volume (``docs/dependencies.md``, durable_rules), so the state lives in
+Arbiter and durable only ever sees single-message rules over plain fields.
 
 **Keys.** Windows are keyed by the event's partition key (``event.partition_key``:
 ``account_id`` for transactions, ``customer_id`` for tickets and orders). A window fed by
@@ -40,51 +40,10 @@ skips the reads). Counting is not idempotent: the replay must feed each event on
 ledger's unique ``event_id`` guarantees that), and after ``reconfigure`` only the new
 windows may be seeded (``replay(..., only=new_specs)``), or the kept ones double-count.
 
-Where things are: ``app.rules.window_spec`` (``WindowSpec``, aggregates),
-``app.rules.window_where`` (the ``where`` filter and its evaluation),
-``app.rules.window_store`` (``WindowStore``) and ``app.rules.window_parse``
-(``parse_windows``, called by ``app.rules.loader``). This module re-exports their public
-names, so callers import from here.
+Where things are: ``spec`` (``WindowSpec``, aggregates), ``where`` (the ``where``
+filter and its evaluation), ``store`` (``WindowStore``) and ``parse``
+(``parse_windows``, called by ``app.rules.loader``). Import each name from the module
+that defines it; this package file holds only this overview.
 
 Pure: no I/O, no durable_rules.
 """
-
-from __future__ import annotations
-
-from app.rules.window_parse import parse_windows
-from app.rules.window_spec import (
-    AGGREGATES,
-    MAX_WITHIN_S,
-    Aggregate,
-    WindowSpec,
-    duplicate_windows,
-    window_field_types,
-)
-from app.rules.window_store import WindowStore
-from app.rules.window_where import (
-    WHERE_OPERATORS,
-    Where,
-    WhereAll,
-    WhereAny,
-    WhereNot,
-    WhereTest,
-    where_holds,
-)
-
-__all__ = [
-    "AGGREGATES",
-    "MAX_WITHIN_S",
-    "WHERE_OPERATORS",
-    "Aggregate",
-    "Where",
-    "WhereAll",
-    "WhereAny",
-    "WhereNot",
-    "WhereTest",
-    "WindowSpec",
-    "WindowStore",
-    "duplicate_windows",
-    "parse_windows",
-    "where_holds",
-    "window_field_types",
-]

@@ -9,9 +9,9 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from app.rules.rule_checks import FileRules, RuleChecks
-from app.rules.shadow import implies
-from app.rules.spec import Mode, Rule, RuleSet, canonical_condition, ruleset_version
+from app.rules.language.rule_checks import FileRules, RuleChecks
+from app.rules.language.shadow import implies
+from app.rules.language.spec import Mode, Rule, RuleSet, canonical_condition, ruleset_version
 
 __all__ = ["merge_ruleset"]
 

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from app.rules.window_spec import Aggregate, WindowSpec
-from app.rules.window_where import as_number, compile_where, path_getter
+from app.rules.language.kinds import as_number
+from app.rules.windows.spec import Aggregate, WindowSpec
+from app.rules.windows.where import compile_where, path_getter
 
 __all__ = ["WindowStore"]
 

@@ -1,7 +1,8 @@
 """Check the ``actions:`` of a rule or table row: publish, webhook, set and tag.
 
-``ActionChecks`` adds action checking to the condition checker; ``app.rules.rule_checks``
-builds on it. Each problem names the file, line, rule and the fix.
+``ActionChecks`` adds action checking to the condition checker;
+``app.rules.language.rule_checks`` builds on it. Each problem names the file, line, rule
+and the fix.
 
 Pure: no I/O.
 """
@@ -11,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app.rules.conditions import CondContext, ConditionChecks, Invalid
-from app.rules.spec import Action, Publish, Scalar, SetValues, Tag, Webhook
-from app.rules.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
+from app.rules.language.conditions import CondContext, ConditionChecks, Invalid
+from app.rules.language.spec import Action, Publish, Scalar, SetValues, Tag, Webhook
+from app.rules.language.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
 
 __all__ = ["ACTION_KEYS", "ActionChecks"]
 

@@ -1,7 +1,7 @@
 """What a correlation window is: ``WindowSpec``, its aggregates, and checks over a set of them.
 
 A ``WindowSpec`` is the checked form of one entry of a rule file's ``windows:`` list
-(``app.rules.window_parse`` builds it); ``app.rules.window_store`` keeps its state, which
+(``app.rules.windows.parse`` builds it); ``app.rules.windows.store`` keeps its state, which
 rules read as ``windows.<name>``. The overview of windows (keys, event time, restart) is
 in ``app.rules.windows``.
 
@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-from app.rules.spec import WINDOWS_PREFIX, RuleProblem, SourceRef
-from app.rules.window_where import Where, canonical_where
+from app.rules.language.spec import WINDOWS_PREFIX, RuleProblem, SourceRef
+from app.rules.windows.where import Where, canonical_where
 
 __all__ = [
     "AGGREGATES",

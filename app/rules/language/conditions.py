@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from app.rules.compile import ValueKind, fact_key, value_kind
-from app.rules.expr import Expression, ExpressionError, parse_expression
-from app.rules.spec import (
+from app.rules.language.expr import Expression, ExpressionError, parse_expression
+from app.rules.language.kinds import ValueKind, fact_key, value_kind
+from app.rules.language.spec import (
     EXPRESSION_OPERATORS,
     LIST_OPERATORS,
     OPERATORS,
@@ -33,7 +33,7 @@ from app.rules.spec import (
     Scalar,
     SourceRef,
 )
-from app.rules.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
+from app.rules.language.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
 
 GROUP_KEYS = ("all", "any", "not")
 COMPARE_KEYS = ("field", *OPERATORS)

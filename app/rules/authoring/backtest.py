@@ -1,20 +1,20 @@
-"""Backtest candidate rules against history: ``arbiter rules backtest``.
+"""Backtest candidate rules against history, the pure part: replay and compare.
 
-Replays the events the ledger holds, oldest first, through *candidate* rules with the
-scores stored with each event (the models as they scored it then) and compares what the
-candidate rules decide with what was decided. Correlation windows are rebuilt from the
-same history in a fresh ``WindowStore``: the events of the longest window before
-``since`` are fed first (seeding, not compared), so the first compared events see the
-window values they would have seen.
+``arbiter rules backtest`` replays the events the ledger holds, oldest first, through
+*candidate* rules with the scores stored with each event (the models as they scored it
+then) and compares what the candidate rules decide with what was decided. Correlation
+windows are rebuilt from the same history in a fresh ``WindowStore``: the events of the
+longest window before ``since`` are fed first (seeding, not compared), so the first
+compared events see the window values they would have seen.
 
-Three layers, so the comparison is testable without a database:
+Two layers here, both testable without a database:
 
-- ``Comparison`` / ``compare`` — pure: stored events + new ``RuleResult``s → ``BacktestReport``
+- ``Comparison`` / ``compare``: stored events + new ``RuleResult``s → ``BacktestReport``
   (counts per old→new decision, rules that fired more/less, samples per change).
-- ``Replay`` — the candidate rules and their windows: events → ``RuleResult``s.
-- ``run_backtest`` — the I/O shell: reads the ledger **read-only** (SQLite opened with
-  ``mode=ro``, PostgreSQL sessions with ``default_transaction_read_only``); it never
-  writes and never touches a topic.
+- ``Replay``: the candidate rules and their windows: events → ``RuleResult``s.
+
+The I/O shell that reads the ledger read-only and drives these, ``run_backtest``, is in
+``app.ops.backtest``.
 
 Outcomes (was it really fraud?) are not stored yet; ``BacktestReport.outcomes`` stays
 None until they are, and ``OutcomeEffect`` is the shape the counts will take.
@@ -23,21 +23,20 @@ None until they are, and ``OutcomeEffect`` is the shape the counts will take.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
-from app.errors import ConfigError
-from app.rules.engine import RuleResult, RulesEngine
-from app.rules.spec import RuleSet
-from app.rules.windows import WindowSpec, WindowStore
+from app.rules.language.spec import RuleSet
+from app.rules.runtime.engine import RulesEngine
+from app.rules.runtime.result import RuleResult
+from app.rules.windows.spec import WindowSpec
+from app.rules.windows.store import WindowStore
 from app.values import DecidedEvent
 
 __all__ = [
     "BacktestReport",
-    "BacktestRequest",
     "ChangeSample",
     "Comparison",
     "OutcomeEffect",
@@ -45,7 +44,6 @@ __all__ = [
     "RuleShift",
     "TypeReport",
     "compare",
-    "run_backtest",
 ]
 
 # --- the report (pure values) ----------------------------------------------------------
@@ -280,134 +278,3 @@ class Replay:
 
     def close(self) -> None:
         self._engine.close()
-
-
-# --- the I/O shell ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BacktestRequest:
-    """What to replay: events with ``since <= occurred_at < until`` of ``event_types``
-    (None: every type the candidate rules cover) from the ledger at ``database_url``."""
-
-    database_url: str
-    since: datetime
-    until: datetime | None = None
-    event_types: tuple[str, ...] | None = None
-    samples: int = 3
-    page: int = 5_000
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _read_only_engine(url: str) -> Any:
-    """An engine on the ledger that cannot write: SQLite opened ``mode=ro`` (no WAL
-    pragma, no checkpoint on close), PostgreSQL sessions read-only."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from app.store.db import create_engine, display_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if not database or database == ":memory:" or database.startswith("file:"):
-            raise ConfigError(
-                f"cannot backtest against {display_url(url)}: point ARBITER_DATABASE_URL at "
-                "the ledger's SQLite file"
-            )
-        path = Path(database).expanduser().resolve()
-        if not path.is_file():
-            raise ConfigError(
-                f"no ledger at {path}: nothing to backtest — run Arbiter first, or point "
-                "ARBITER_DATABASE_URL at the ledger"
-            )
-        return create_async_engine(
-            f"sqlite+aiosqlite:///file:{path.as_posix()}?mode=ro&uri=true",
-            connect_args={"uri": True},
-        )
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "asyncpg":
-        return create_async_engine(
-            parsed,
-            pool_pre_ping=True,
-            connect_args={
-                "timeout": 10,
-                "server_settings": {"default_transaction_read_only": "on"},
-            },
-        )
-    return create_engine(url)
-
-
-async def _events(
-    pages: AsyncIterator[list[DecidedEvent]], until: datetime | None
-) -> AsyncIterator[list[DecidedEvent]]:
-    async for page in pages:
-        if until is not None and page and page[-1].occurred_at >= until:
-            kept = [e for e in page if e.occurred_at < until]
-            if kept:
-                yield kept
-            return
-        yield page
-
-
-async def run_backtest(
-    request: BacktestRequest,
-    rulesets: Mapping[str, RuleSet],
-    *,
-    on_progress: Callable[[int], None] | None = None,
-) -> BacktestReport:
-    """Replay the ledger through ``rulesets`` (already checked) and compare. Reads only.
-
-    Raises ``ConfigError`` when the ledger cannot be read (missing file, unreachable
-    server, schema not migrated). ``on_progress(n)`` gets the count of compared events.
-    """
-    from app.store import migrate
-    from app.store.db import check_connection
-    from app.store.ledger import Ledger
-
-    since = _aware(request.since)
-    until = _aware(request.until) if request.until is not None else None
-    if until is not None and until <= since:
-        raise ConfigError(f"--until ({until.isoformat()}) must be after --since ({since})")
-    wanted = set(request.event_types) if request.event_types is not None else set(rulesets)
-    engine = _read_only_engine(request.database_url)
-    replay: Replay | None = None
-    try:
-        await check_connection(engine, request.database_url)
-        await migrate.require_current(engine)
-        replay = Replay(rulesets)
-        comparison = Comparison(samples=request.samples)
-        seeded = skipped = compared = 0
-        start = since - replay.horizon
-        ledger = Ledger(engine)
-        async for page in _events(ledger.decided_events(start, page=request.page), until):
-            before = [e for e in page if e.occurred_at < since]
-            if before:
-                seeded += replay.seed(before)
-            current = [e for e in page if e.occurred_at >= since]
-            if not current:
-                continue
-            results = replay.decide(current)
-            pairs = [
-                (e, r)
-                for e, r in zip(current, results, strict=True)
-                if r is not None and e.event_type in wanted
-            ]
-            skipped += len(current) - len(pairs)
-            comparison.add([e for e, _ in pairs], [r for _, r in pairs])
-            compared += len(pairs)
-            if on_progress is not None:
-                on_progress(compared)
-        return comparison.report(
-            since=since,
-            until=until,
-            seeded=seeded,
-            skipped=skipped,
-            candidate_versions={t: rs.version for t, rs in sorted(rulesets.items())},
-        )
-    finally:
-        if replay is not None:
-            replay.close()
-        await engine.dispose()

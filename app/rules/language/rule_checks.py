@@ -2,7 +2,8 @@
 
 ``RuleChecks`` turns a ``rules:`` item of a rule file into a ``Rule``; ``FileRules``
 holds what one file contributes before its ruleset is merged. Decision tables
-(``app.rules.tables``) and the file-level loader (``app.rules.loader``) build on it.
+(``app.rules.language.tables``) and the file-level loader (``app.rules.loader``) build on
+it.
 
 Pure: no I/O.
 """
@@ -14,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.rules.actions import ActionChecks
-from app.rules.conditions import CondContext, Invalid
-from app.rules.reasons import TemplateError, check_spec, parse_template
-from app.rules.spec import Action, Condition, Mode, Rule, SourceRef
-from app.rules.yamlsrc import LineMap, describe, key_line, line_of
+from app.rules.language.actions import ActionChecks
+from app.rules.language.conditions import CondContext, Invalid
+from app.rules.language.reasons import TemplateError, check_spec, parse_template
+from app.rules.language.spec import Action, Condition, Mode, Rule, SourceRef
+from app.rules.language.yamlsrc import LineMap, describe, key_line, line_of
 
 __all__ = ["NAME_RE", "RULE_KEYS", "FileRules", "RuleChecks", "RuleParts"]
 

@@ -1,8 +1,8 @@
 """The ``where`` filter of a correlation window: its value types and its evaluation.
 
 A ``where`` is a small tree of tests (``field <op> value``) under ``all``/``any``/``not``,
-read from YAML by ``app.rules.window_parse`` and compiled once per window by
-``app.rules.window_store`` into a predicate over a nested fact
+read from YAML by ``app.rules.windows.parse`` and compiled once per window by
+``app.rules.windows.store`` into a predicate over a nested fact
 (``{**event_json, "scores": {...}}``). Evaluation is three-valued, like the rules: a
 comparison on a missing field, or on a value of the wrong kind, is unknown.
 
@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from app.rules.compile import as_number
-from app.rules.spec import Scalar
+from app.rules.language.kinds import as_number
+from app.rules.language.spec import Scalar
 
 __all__ = [
     "LIST_OPERATORS",
@@ -30,7 +30,6 @@ __all__ = [
     "WhereNot",
     "WhereOp",
     "WhereTest",
-    "as_number",
     "canonical_where",
     "compile_where",
     "path_getter",
@@ -78,7 +77,7 @@ class WhereAny:
 @dataclass(frozen=True)
 class WhereNot:
     """True when the condition is false; a test on a missing field stays false under
-    ``not`` too, as in the rules (see ``app.rules.compile``)."""
+    ``not`` too, as in the rules (see ``app.rules.runtime.compile``)."""
 
     condition: Where
 

@@ -1,8 +1,8 @@
 """The rule language as typed values: what a rule file means once it has been checked.
 
 ``app.rules.loader`` turns YAML into these frozen dataclasses (and refuses bad files);
-``app.rules.compile`` turns them into durable_rules definitions; ``app.rules.engine``
-runs them. Nothing here does I/O.
+``app.rules.runtime.compile`` turns them into durable_rules definitions;
+``app.rules.runtime.engine`` runs them. Nothing here does I/O.
 
 A new condition kind is one more operator (plus its compile rule); a new action is one
 more dataclass in the ``Action`` union. Fields added to ``Rule``/``RuleSet`` get
@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from app.rules.expr import Expression
+from app.rules.language.expr import Expression
 
 Operator: TypeAlias = Literal[
     "eq",
@@ -95,7 +95,7 @@ class RuleProblem:
 
 # durable_rules 2.0.28's JSON parser refuses numbers written with an exponent (Python
 # writes 5e-06 and 1e+16 that way). Rule operands outside this range are compared by
-# Arbiter instead (``Compare.is_computed``); ``app.rules.compile`` moves message values
+# Arbiter instead (``Compare.is_computed``); ``app.rules.runtime.facts`` moves message values
 # outside it to stand-ins that keep every comparison with in-range operands exact.
 DURABLE_MIN_NUMBER = 1e-3
 DURABLE_MAX_NUMBER = 1e15
@@ -149,7 +149,7 @@ class AnyOf:
 @dataclass(frozen=True)
 class Not:
     """True when the condition is false — except that a comparison on a missing field
-    stays false under ``not`` too (see ``app.rules.compile`` for why)."""
+    stays false under ``not`` too (see ``app.rules.runtime.compile`` for why)."""
 
     condition: Condition
 

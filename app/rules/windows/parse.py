@@ -16,16 +16,17 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from app.rules.conditions import field_kind
-from app.rules.spec import SCORES_PREFIX, RuleProblem, Scalar, SourceRef
-from app.rules.window_spec import (
+from app.rules.language.conditions import field_kind
+from app.rules.language.spec import SCORES_PREFIX, RuleProblem, Scalar, SourceRef
+from app.rules.language.yamlsrc import did_you_mean
+from app.rules.windows.spec import (
     AGGREGATES,
     MAX_WITHIN_S,
     Aggregate,
     WindowSpec,
     duplicate_windows,
 )
-from app.rules.window_where import (
+from app.rules.windows.where import (
     LIST_OPERATORS,
     WHERE_OPERATORS,
     Where,
@@ -36,7 +37,6 @@ from app.rules.window_where import (
     WhereTest,
     scalar_kind,
 )
-from app.rules.yamlsrc import did_you_mean
 
 __all__ = ["WINDOW_KEYS", "parse_windows"]
 

@@ -1,0 +1,1 @@
+"""Operator actions the CLI calls: I/O shells around pure code (``backtest``, ...)."""
