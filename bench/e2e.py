@@ -55,7 +55,8 @@ RESULTS = REPO / "bench" / "RESULTS.md"
 SCENARIOS = ("arbiter", "naive", "passthrough")
 PARTITIONS = 4  # Settings.topic_partitions default: every scenario reads the same layout
 MAX_EVENT_BYTES = 64 * 1024
-# A new group's join costs about half the session timeout on Tansu (STACK-NOTES): keep it
+# A new group's join costs about half the session timeout on Tansu (docs/dependencies.md,
+# Kafka): keep it
 # short and the same for every scenario so the join does not dominate a short run.
 SESSION_TIMEOUT_MS = 2_000
 HEARTBEAT_MS = 300

@@ -62,7 +62,7 @@ from connectors.kafka.client import ensure_topics
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ARBITER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 WARMUP = 400  # events per warm-up round
-SESSION_TIMEOUT_MS = 2_000  # a join costs about half of it on Tansu (STACK-NOTES)
+SESSION_TIMEOUT_MS = 2_000  # a join costs about half of it on Tansu (docs/dependencies.md)
 HEARTBEAT_MS = 300
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -108,7 +108,7 @@ async def read_topics(
     then keep reading for ``settle`` seconds so that duplicates would show up too.
 
     Reads by explicit assignment, not a group, and never trusts end offsets (Tansu's
-    ListOffsets(latest) is wrong for multi-record batches, see STACK-NOTES).
+    ListOffsets(latest) is wrong for multi-record batches: docs/dependencies.md, Kafka).
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()

@@ -5,11 +5,12 @@ exactly-once story needs (1) offsets committed per partition, explicitly, only a
 batch is stored and published, and (2) on a failed batch, a seek back to the committed
 offsets so nothing is skipped. FastStream 0.7's batch subscriber can do neither without
 reaching into its internals (``msg.ack()`` commits every consumed position; a failing
-handler under the default policy auto-commits), see STACK-NOTES. FastStream is used
-where it is safe (the naive benchmark baseline; the HTTP/AsyncAPI side later).
+handler under the default policy auto-commits; docs/dependencies.md, FastStream). FastStream
+is used where it is safe (the naive benchmark baseline, the AsyncAPI document).
 
-Tansu quirks handled here: no idempotent producer (``InitProducerId`` fails), and
-``latest`` offsets are wrong, so new groups start from ``earliest``.
+Tansu quirks handled here (docs/dependencies.md, Kafka): no idempotent producer
+(``InitProducerId`` fails), and ``latest`` offsets are wrong, so new groups start from
+``earliest``.
 """
 
 from __future__ import annotations
