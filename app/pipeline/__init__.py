@@ -1,5 +1,4 @@
-"""The hot path of Arbiter, stage by stage: decode, dedupe, features, score, rules, act.
-
-Every stage here is pure (plain data in, plain data out); consumers and stores call
-them from the edges.
-"""
+"""The hot path's I/O shell around the pure core (``app.core``): the batch processor
+(ledger lookups, one transaction per batch, publishing), the correlation windows' life
+cycle (rebuilt from the ledger), the upkeep between batches (rules hot reload, model
+swaps) and the sweeper that publishes decisions a crash left unpublished."""

@@ -39,7 +39,7 @@ from app.inference.scoring import Scorer
 from app.metrics import OUTCOMES, observe_batch
 from app.outbox.config import Endpoints
 from app.outbox.plan import plan_batch
-from app.pipeline.correlation import Correlator, window_specs
+from app.pipeline.windows import Correlator, window_specs
 from app.rules.language.spec import RuleSet
 from app.rules.runtime.engine import RulesEngine
 from app.store.ledger import Ledger
