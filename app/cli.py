@@ -56,7 +56,7 @@ def _settings(**overrides: Any) -> Settings:
             for e in exc.errors()
         )
         _fail(f"invalid settings: {problems}")
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log.format, settings.log.level)
     return settings
 
 
@@ -102,8 +102,8 @@ def demo(
     settings = _settings(log_level="error", kafka_bootstrap=None)
     from app.processes.demo import run_demo
 
-    if settings.kafka_bootstrap:
-        settings = settings.model_copy(update={"kafka_bootstrap": None})
+    if settings.kafka.bootstrap:
+        settings = settings.replace(kafka_bootstrap=None)
     _run(
         lambda: run_demo(
             settings,
@@ -207,7 +207,7 @@ def rules_check(
     settings = _settings(rules_dir=rules_dir)
     types = {t: field_types(t) for t in settings.event_types}
     scores = {t: SCORE_TYPES[t] for t in settings.event_types}
-    rulesets, problems = check_rules(settings.rules_dir, types, scores)
+    rulesets, problems = check_rules(settings.rules.dir, types, scores)
     for problem in problems:
         err.print("[red]✗[/]", escape(str(problem)), highlight=False, soft_wrap=True)
     if problems:
@@ -228,7 +228,7 @@ def rules_test(
     from app.wiring import rule_vocabulary
 
     settings = _settings(rules_dir=rules_dir)
-    report = run_rule_tests(settings.rules_dir, *rule_vocabulary(settings))
+    report = run_rule_tests(settings.rules.dir, *rule_vocabulary(settings))
     for problem in report.problems:
         err.print("[red]✗[/]", escape(str(problem)), highlight=False, soft_wrap=True)
     for case in report.results:
@@ -328,12 +328,12 @@ def rules_backtest(
     start, end = _when(since, "--since"), (_when(until, "--until") if until else None)
     if event_type is not None and event_type not in settings.event_types:
         raise _fail(f"--type {event_type!r} is not one of {', '.join(settings.event_types)}")
-    rulesets, problems = check_rules(settings.rules_dir, *rule_vocabulary(settings))
+    rulesets, problems = check_rules(settings.rules.dir, *rule_vocabulary(settings))
     if problems:
         for problem in problems:
             err.print("[red]✗[/]", escape(str(problem)), highlight=False, soft_wrap=True)
         raise _fail(
-            f"the candidate rules in {settings.rules_dir} have {len(problems)} problem(s) "
+            f"the candidate rules in {settings.rules.dir} have {len(problems)} problem(s) "
             "(listed above) — fix them, then backtest"
         )
     request = BacktestRequest(

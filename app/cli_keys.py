@@ -2,7 +2,7 @@
 
 A new key is printed once; only its hash is stored, so a lost key is revoked and
 replaced, never recovered. A revoked key stops working in every running ``arbiter run``
-within ``ARBITER_API_KEY_CACHE_S`` seconds.
+within ``ARBITER_HTTP_KEY_CACHE_S`` seconds.
 """
 
 from __future__ import annotations

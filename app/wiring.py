@@ -66,7 +66,7 @@ def rule_vocabulary(
 
 
 def load_rules_engine(settings: Settings) -> RulesEngine:
-    return RulesEngine(load_rulesets(settings.rules_dir, *rule_vocabulary(settings)))
+    return RulesEngine(load_rulesets(settings.rules.dir, *rule_vocabulary(settings)))
 
 
 @dataclass
@@ -97,18 +97,18 @@ async def start_components(
         engine = create_engine(url)
         stack.push_async_callback(engine.dispose)
         await check_connection(engine, url)
-        if settings.auto_migrate:
+        if settings.database.auto_migrate:
             say("applying database migrations")
             await migrate.upgrade(url)
         await migrate.require_current(engine)
 
-        say(f"loading rules from {settings.rules_dir}")
+        say(f"loading rules from {settings.rules.dir}")
         rules = load_rules_engine(settings)
         endpoints = load_endpoints(settings.connectors_file, os.environ)
         for name in check_rule_webhooks(rules.rulesets, endpoints):
             log.warning("rules name a disabled webhook endpoint", endpoint=name)
 
-        bootstrap = settings.kafka_bootstrap
+        bootstrap = settings.kafka.bootstrap
         if not bootstrap:
             broker = EmbeddedBroker(log_file=settings.data_dir / "broker.log").start()
             stack.callback(broker.stop)
@@ -117,7 +117,7 @@ async def start_components(
         created = await ensure_topics(
             bootstrap,
             [*all_topics(settings), *publish_topics(rules.rulesets)],
-            settings.topic_partitions,
+            settings.kafka.topic_partitions,
         )
         if created:
             say(f"created {len(created)} topics")
@@ -144,7 +144,7 @@ async def start_components(
         ledger = Ledger(engine)
         outcome_store = OutcomeStore(engine)
         replayed = await replay_history(
-            ledger, scorer, lookback=timedelta(hours=settings.history_replay_h)
+            ledger, scorer, lookback=timedelta(hours=settings.models.history_replay_h)
         )
         if replayed:
             say(f"customer feature history replayed from {replayed:,} decided events")
@@ -155,7 +155,7 @@ async def start_components(
             publish=publish,
             topic_for=settings.topic,  # type: ignore[arg-type]
             max_event_bytes=settings.max_event_bytes,
-            text_threads=settings.text_threads,
+            text_threads=settings.models.text_threads,
             outcomes=outcome_store,
             endpoints=endpoints,
         )
@@ -188,30 +188,30 @@ def consume_loop(
     upkeep = Upkeep(
         components.processor,
         components.rules,
-        RulesWatcher(s.rules_dir, *rule_vocabulary(s), interval_s=s.rules_reload_s),
+        RulesWatcher(s.rules.dir, *rule_vocabulary(s), interval_s=s.rules.reload_s),
         ModelWatcher(
             components.registry,
             s.resolved_models_dir,
             components.processor.scorer,
-            interval_s=s.models_poll_s,
+            interval_s=s.models.poll_s,
         ),
         endpoints=components.endpoints,
         ensure_topics=lambda topics: ensure_topics(
-            components.bootstrap, topics, s.topic_partitions
+            components.bootstrap, topics, s.kafka.topic_partitions
         ),
-        rules_dir=s.rules_dir,
-        models_poll_s=s.models_poll_s,
+        rules_dir=s.rules.dir,
+        models_poll_s=s.models.poll_s,
     )
     config = ConsumeConfig(
         bootstrap=components.bootstrap,
         topics={
             s.topic(kind, t): (kind, t) for t in s.event_types for kind in ("events", "outcomes")
         },
-        group_id=s.consumer_group,
-        batch_max=s.batch_max,
-        batch_wait_ms=s.batch_wait_ms,
-        session_timeout_ms=s.session_timeout_ms,
-        heartbeat_interval_ms=s.heartbeat_interval_ms,
+        group_id=s.kafka.consumer_group,
+        batch_max=s.batch.max,
+        batch_wait_ms=s.batch.wait_ms,
+        session_timeout_ms=s.kafka.session_timeout_ms,
+        heartbeat_interval_ms=s.kafka.heartbeat_interval_ms,
     )
     return ConsumeLoop(
         components.processor,

@@ -273,9 +273,9 @@ async def run_scenario(
                     "ARBITER_DATABASE_URL": url,
                     "ARBITER_MODELS_DIR": str(models_dir),
                     "ARBITER_TRAINER_ENABLED": "false",
-                    "ARBITER_TOPIC_PARTITIONS": str(args.partitions),
-                    "ARBITER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
-                    "ARBITER_HEARTBEAT_INTERVAL_MS": str(HEARTBEAT_MS),
+                    "ARBITER_KAFKA_TOPIC_PARTITIONS": str(args.partitions),
+                    "ARBITER_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+                    "ARBITER_KAFKA_HEARTBEAT_INTERVAL_MS": str(HEARTBEAT_MS),
                     "ARBITER_HTTP_PORT": "0",
                 }
                 started = time.monotonic()

@@ -23,8 +23,8 @@ from app.simulator.generate import SimEvent
 from connectors.broker import EmbeddedBroker
 
 FAST_GROUP = {
-    "ARBITER_SESSION_TIMEOUT_MS": "2000",
-    "ARBITER_HEARTBEAT_INTERVAL_MS": "300",
+    "ARBITER_KAFKA_SESSION_TIMEOUT_MS": "2000",
+    "ARBITER_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
     "ARBITER_HTTP_PORT": "0",  # several processes per test: each on a free port
 }
 

@@ -163,7 +163,7 @@ async def test_bad_bodies_are_refused_cleanly_and_nothing_is_produced(
     item with the decoder's reasons and nothing on the topic; partial=true → 207 and only
     the valid one is produced; an unknown type → 404 naming the known ones."""
     h = api.auth(api.admin)
-    big = b"[" + b" " * (api.settings.http_max_body_bytes + 10) + b"]"
+    big = b"[" + b" " * (api.settings.http.max_body_bytes + 10) + b"]"
     assert (await api.client.post("/v1/events/order", content=big, headers=h)).status_code == 413
     bad = await api.client.post("/v1/events/order", content=b'{"event_id": "a",', headers=h)
     assert bad.status_code == 400
@@ -211,7 +211,7 @@ async def test_outcomes_are_validated_and_produced(api: Api, broker: EmbeddedBro
 async def test_a_key_over_its_rate_gets_429_with_retry_after(api: Api) -> None:
     """Past the burst, requests are refused with 429 and a Retry-After in seconds."""
     codes = []
-    for _ in range(api.settings.http_rate_burst + 5):
+    for _ in range(api.settings.http.rate_burst + 5):
         r = await api.client.get("/v1/decisions/none", headers=api.auth(api.admin))
         codes.append(r.status_code)
         if r.status_code == 429:

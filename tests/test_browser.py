@@ -94,8 +94,8 @@ async def test_dashboard_in_chromium_shows_moving_counters_and_opens_a_dead_lett
             "ARBITER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
             "ARBITER_MODELS_DIR": str(models),
             "ARBITER_DATA_DIR": str(data_dir),
-            "ARBITER_AUTO_MIGRATE": "true",
-            "ARBITER_API_AUTH": "false",
+            "ARBITER_DATABASE_AUTO_MIGRATE": "true",
+            "ARBITER_HTTP_AUTH": "false",
             "ARBITER_TRAINER_ENABLED": "false",
         },
     ).start()

@@ -35,9 +35,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from pydantic import BaseModel
 
-from app.settings import Settings
+from app.settings import HttpSettings, Settings, env_names
 from connectors.broker import EmbeddedBroker
 from tests.harness import ArbiterProcess
 
@@ -333,7 +332,7 @@ def test_consumers_scale_out_and_share_models_with_the_trainer() -> None:
     arbiter, trainer = services()["arbiter"], services()["trainer"]
     env = service_env("arbiter")
     replicas = arbiter["deploy"]["replicas"]
-    assert 2 <= replicas <= int(env["ARBITER_TOPIC_PARTITIONS"])
+    assert 2 <= replicas <= int(env["ARBITER_KAFKA_TOPIC_PARTITIONS"])
     assert "container_name" not in arbiter
     for port in arbiter.get("ports", []):
         published = str(port.get("published", "")) if isinstance(port, dict) else ""
@@ -399,7 +398,7 @@ def test_dockerfile_builds_in_stages_and_runs_unprivileged() -> None:
     assert user not in ("root", "0")
     env = dockerfile_env()
     assert env["HF_HUB_OFFLINE"] == "1"
-    assert one("EXPOSE").args == str(Settings.model_fields["http_port"].default)
+    assert one("EXPOSE").args == str(HttpSettings.model_fields["port"].default)
     assert env["ARBITER_HTTP_PORT"] == one("EXPOSE").args
     assert env["ARBITER_HTTP_HOST"] == "0.0.0.0"
     command = healthcheck_command()
@@ -650,7 +649,7 @@ def test_the_consumer_deployment_drains_probes_and_scales_within_the_partitions(
     spec = deployment["spec"]["template"]["spec"]
     c = container("Deployment", "arbiter")
     cfg = config()
-    assert deployment["spec"]["replicas"] <= int(cfg["ARBITER_TOPIC_PARTITIONS"])
+    assert deployment["spec"]["replicas"] <= int(cfg["ARBITER_KAFKA_TOPIC_PARTITIONS"])
     assert c["command"] == ["arbiter", "run"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -722,22 +721,11 @@ def test_the_rules_configmap_equals_the_rule_files() -> None:
 # --- settings and commands they use ----------------------------------------------
 
 
-def is_setting(env_name: str) -> bool:
-    """Whether ``ARBITER_A__B`` names a field of ``Settings`` (``a``, nested ``b``)."""
-    if not env_name.startswith("ARBITER_"):
-        return False
-    model: Any = Settings
-    for part in env_name.removeprefix("ARBITER_").lower().split("__"):
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return False
-        annotation = fields[part].annotation
-        model = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
-    return True
+def is_setting(name: str) -> bool:
+    """Whether ``name`` is the current environment name of a setting (``ARBITER_KAFKA_BOOTSTRAP``
+    for ``settings.kafka.bootstrap``); a legacy name (still accepted) does not count: the
+    deployment files show the current ones."""
+    return env_names().get(name) == name
 
 
 def webhook_variables() -> set[str]:
@@ -782,8 +770,8 @@ def used_env_names() -> dict[str, set[str]]:
 
 
 def test_every_arbiter_variable_is_a_real_setting() -> None:
-    """Each ARBITER_* name is a Settings field (prefix ARBITER_, delimiter __), a variable
-    the connectors file reads, or ARBITER_CONFIG_FILE."""
+    """Each ARBITER_* name is the current name of a setting, a variable the connectors file
+    reads, or ARBITER_CONFIG_FILE."""
     extra = webhook_variables() | {"ARBITER_CONFIG_FILE"}
     used = used_env_names()
     assert "ARBITER_TRAINER_ENABLED" in used
@@ -809,10 +797,10 @@ def test_the_settings_accept_the_values_they_are_given(
             if is_setting(name):
                 monkeypatch.setenv(name, value)
         settings = Settings()
-        assert settings.trainer_enabled is False
-        assert settings.http_host == "0.0.0.0"
-        assert settings.kafka_bootstrap
-        assert settings.database_url
+        assert settings.trainer.enabled is False
+        assert settings.http.host == "0.0.0.0"
+        assert settings.kafka.bootstrap
+        assert settings.database.url
         assert settings.resolved_models_dir.is_relative_to(settings.data_dir)
 
 

@@ -72,11 +72,11 @@ def _env(
         "ARBITER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
         "ARBITER_MODELS_DIR": str(models),
         "ARBITER_DATA_DIR": str(tmp_path / "data"),
-        "ARBITER_AUTO_MIGRATE": "true",
-        "ARBITER_API_AUTH": "false",
+        "ARBITER_DATABASE_AUTO_MIGRATE": "true",
+        "ARBITER_HTTP_AUTH": "false",
         "ARBITER_TRAINER_ENABLED": "false",
         "ARBITER_BATCH_WAIT_MS": "20",
-        "ARBITER_WEBHOOK_POLL_S": "0.2",
+        "ARBITER_WEBHOOKS_POLL_S": "0.2",
         **extra,
     }
     if receiver is not None:
@@ -162,7 +162,7 @@ async def test_sigterm_turns_readyz_503_first_keeps_healthz_up_and_finishes_webh
         trained_models,
         tmp_path,
         receiver,
-        ARBITER_WEBHOOK_BATCH="4",
+        ARBITER_WEBHOOKS_BATCH="4",
         ARBITER_SHUTDOWN_GRACE_S="20",
     )
     service = ArbiterProcess(tmp_path / "first.log", env).start()
@@ -239,8 +239,8 @@ async def test_a_relay_stuck_on_a_silent_receiver_is_cut_off_at_the_grace_and_ex
         tmp_path,
         receiver,
         hook_timeout_s=60,
-        ARBITER_WEBHOOK_BATCH="4",
-        ARBITER_WEBHOOK_LEASE_S="600",
+        ARBITER_WEBHOOKS_BATCH="4",
+        ARBITER_WEBHOOKS_LEASE_S="600",
         ARBITER_SHUTDOWN_GRACE_S="5",
     )
     service = ArbiterProcess(tmp_path / "first.log", env).start()
@@ -301,7 +301,7 @@ async def test_a_stopping_member_leaves_the_group_and_the_other_takes_over_at_on
     on the topic."""
     session_s = 20
     group = {
-        "ARBITER_SESSION_TIMEOUT_MS": str(session_s * 1000),
+        "ARBITER_KAFKA_SESSION_TIMEOUT_MS": str(session_s * 1000),
         "ARBITER_WEBHOOKS_ENABLED": "false",
     }
     first = ArbiterProcess(tmp_path / "a.log", _env(broker, trained_models, tmp_path, **group))

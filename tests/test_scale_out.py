@@ -318,7 +318,7 @@ async def test_three_processes_in_one_group_keep_every_guarantee_through_stops_a
         "ARBITER_DATABASE_URL": pg_url,
         "ARBITER_MODELS_DIR": str(trained_models),
         "ARBITER_TRAINER_ENABLED": "false",
-        "ARBITER_TOPIC_PARTITIONS": str(PARTITIONS),
+        "ARBITER_KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
         "ARBITER_BATCH_WAIT_MS": "20",
     }
 

@@ -126,7 +126,7 @@ async def test_require_current_refuses_an_unmigrated_database(empty_db_url: str)
         await eng.dispose()
     assert str(info.value) == (
         f"database schema is at empty, this Arbiter needs {head_revision()}: "
-        "run `arbiter db upgrade` (or set ARBITER_AUTO_MIGRATE=true)"
+        "run `arbiter db upgrade` (or set ARBITER_DATABASE_AUTO_MIGRATE=true)"
     )
 
 

@@ -170,7 +170,7 @@ async def test_a_worse_challenger_is_kept_as_challenger_and_the_champion_stays(
     ARBITER_TRAINER_SHADOW_KEPT asks), the champion keeps serving, and the run says why."""
     engine = migrated_sqlite
     registry = await _registered(engine, settings)
-    kept_in_shadow = settings.model_copy(update={"trainer_shadow_kept": True})
+    kept_in_shadow = settings.replace(trainer_shadow_kept=True)
     trainer = Trainer(kept_in_shadow, engine, holder="test")
     trainer.limits = FAST
     events, labels = labelled_events("transaction", 1600, seed=61, label_noise=0.35)
@@ -319,7 +319,7 @@ async def test_a_champion_losing_its_edge_on_recent_outcomes_triggers_a_drift_re
 
     engine = migrated_sqlite
     registry = await _registered(engine, settings)
-    trainer = Trainer(settings.model_copy(update={"trainer_min_new": 5000}), engine)
+    trainer = Trainer(settings.replace(trainer_min_new=5000), engine)
     events, labels = labelled_events("transaction", 1200, seed=97, drift_at=0)
     scores = scored_by(settings.resolved_models_dir, NAME, events)
     await seed(Ledger(engine), OutcomeStore(engine), events, labels, model=NAME, scores=scores)
@@ -373,9 +373,9 @@ async def test_the_schedule_trains_a_model_with_new_outcomes_once_its_interval_p
     last = await store.open_run(NAME, "manual", "test", 0)
     await store.close_run(last, "kept", reason="earlier run")
     await seed(Ledger(engine), OutcomeStore(engine), events, labels, model=NAME, scores=scores)
-    hourly = Trainer(settings.model_copy(update={"trainer_every_h": 1.0}), engine)
+    hourly = Trainer(settings.replace(trainer_every_h=1.0), engine)
     assert NAME not in await hourly.due(), "an hour has not passed"
-    quick = Trainer(settings.model_copy(update={"trainer_every_h": 0.5 / 3600}), engine)
+    quick = Trainer(settings.replace(trainer_every_h=0.5 / 3600), engine)
     await asyncio.sleep(0.6)
     assert (await quick.due()).get(NAME) == "schedule"
 

@@ -44,7 +44,7 @@ async def test_outcomes_retrain_promote_and_new_decisions_carry_the_new_version(
             "ARBITER_DATABASE_URL": url,
             "ARBITER_MODELS_DIR": str(models),
             "ARBITER_DATA_DIR": str(tmp_path / "data"),
-            "ARBITER_AUTO_MIGRATE": "true",
+            "ARBITER_DATABASE_AUTO_MIGRATE": "true",
             "ARBITER_MODELS_POLL_S": "0.5",
             "ARBITER_TRAINER_POLL_S": "1",
             "ARBITER_TRAINER_MIN_NEW": "2500",

@@ -126,7 +126,7 @@ async def run_demo(
     settings = _demo_settings(settings)
     console.print(
         f"[bold]Arbiter demo[/] — the live dashboard will be at "
-        f"http://127.0.0.1:{settings.http_port or 'PORT'}/ once the service is up"
+        f"http://127.0.0.1:{settings.http.port or 'PORT'}/ once the service is up"
     )
     stats = DemoStats()
     interrupted = asyncio.Event()
@@ -305,8 +305,8 @@ async def _start_dashboard(
     from connectors.http.app import build_api
     from connectors.http.serve import serve_http
 
-    api = build_api(c, KeyStore(c.ledger.engine, cache_s=settings.api_key_cache_s), settings)
-    for port in dict.fromkeys((settings.http_port, 0)):
+    api = build_api(c, KeyStore(c.ledger.engine, cache_s=settings.http.key_cache_s), settings)
+    for port in dict.fromkeys((settings.http.port, 0)):
         ready = asyncio.Event()
         bound: list[int] = []
 
@@ -315,13 +315,13 @@ async def _start_dashboard(
             ready.set()
 
         task = asyncio.create_task(
-            serve_http(api, settings.http_host, port, stop=stop, on_ready=on_ready)
+            serve_http(api, settings.http.host, port, stop=stop, on_ready=on_ready)
         )
         waiter = asyncio.create_task(ready.wait())
         await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         if bound:
-            console.print(f"• dashboard: http://{settings.http_host}:{bound[0]}/")
+            console.print(f"• dashboard: http://{settings.http.host}:{bound[0]}/")
             return task
         with contextlib.suppress(ConfigError):
             task.result()
@@ -354,7 +354,7 @@ async def _story(c: Components) -> Story:
             promoted = any(r.model == name and r.status == "promoted" for r in runs)
             how = "promoted by the trainer in this run" if promoted else "first model"
             serving.append((name, record.meta.version, how))
-    return Story(top, outcomes, runs, c.settings.trainer_min_new, serving)
+    return Story(top, outcomes, runs, c.settings.trainer.min_new, serving)
 
 
 def _story_tables(story: Story) -> Group:
@@ -400,17 +400,12 @@ def _demo_settings(settings: Settings) -> Settings:
     open (no key) on loopback, for the dashboard; the trainer's demo thresholds."""
     demo_dir = settings.data_dir / "demo"
     _fresh_ledger(demo_dir)
-    return settings.model_copy(
-        update={
-            "data_dir": demo_dir,
-            "models_dir": demo_dir / "models",
-            "auto_migrate": True,
-            "database_url": None,
-            "api_auth": False,
-            "http_host": "127.0.0.1",
-            "trainer_min_new": DEMO_MIN_NEW,
-            "trainer_budget_s": DEMO_BUDGET_S,
-        }
+    return settings.replace(
+        data_dir=demo_dir,
+        models={"dir": demo_dir / "models"},
+        database={"url": None, "auto_migrate": True},
+        http={"auth": False, "host": "127.0.0.1"},
+        trainer={"min_new": DEMO_MIN_NEW, "budget_s": DEMO_BUDGET_S},
     )
 
 

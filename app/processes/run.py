@@ -96,7 +96,7 @@ async def _serve(
         "consuming",
         bootstrap=components.bootstrap,
         types=list(settings.event_types),
-        group=settings.consumer_group,
+        group=settings.kafka.consumer_group,
         shutdown_grace_s=settings.shutdown_grace_s,
     )
     tasks = [consumer, *(t for _, t in workers), *(t for _, t in http)]
@@ -146,14 +146,14 @@ def _start_side_tasks(
         task.add_done_callback(lambda t: None if t.cancelled() else shutdown.begin())
         into.append((stop, task))
 
-    if settings.http_enabled:
+    if settings.http.enabled:
         from app.store.keys import KeyStore
         from connectors.http.app import build_api
         from connectors.http.serve import serve_http
 
         api = build_api(
             components,
-            KeyStore(engine, cache_s=settings.api_key_cache_s),
+            KeyStore(engine, cache_s=settings.http.key_cache_s),
             settings,
             deliveries=_deliveries_of(components),
         )
@@ -166,16 +166,16 @@ def _start_side_tasks(
             "arbiter-http",
             lambda stop: serve_http(
                 api,
-                settings.http_host,
-                settings.http_port,
+                settings.http.host,
+                settings.http.port,
                 stop=stop,
                 on_ready=lambda port: log.info(
-                    "http api listening", host=settings.http_host, port=port
+                    "http api listening", host=settings.http.host, port=port
                 ),
             ),
             http,
         )
-    if settings.webhooks_enabled and components.endpoints.active:
+    if settings.webhooks.enabled and components.endpoints.active:
         import httpx
 
         from connectors.webhooks.relay import Relay, RelayPolicy
@@ -186,7 +186,7 @@ def _start_side_tasks(
             engine, components.endpoints, client, policy=RelayPolicy.from_settings(settings)
         )
         background("arbiter-relay", relay.run_forever, workers)
-    if settings.trainer_enabled:
+    if settings.trainer.enabled:
         background("arbiter-trainer", Trainer(settings, engine).run_forever, workers)
     sweeper = PublishSweeper(
         components.ledger, components.processor.decision_messages, components.publish

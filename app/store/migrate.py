@@ -1,6 +1,6 @@
 """Schema migrations of the store, driven from Python (Alembic under the hood).
 
-``arbiter db upgrade`` and ``ARBITER_AUTO_MIGRATE=true`` call ``upgrade``; every other
+``arbiter db upgrade`` and ``ARBITER_DATABASE_AUTO_MIGRATE=true`` call ``upgrade``; every other
 start-up calls ``require_current`` and refuses to run against a schema it does not
 match, rather than failing on the first insert at 3 a.m. The scripts live in the
 ``migrations`` package, found through importlib so that an installed wheel migrates
@@ -105,7 +105,7 @@ async def require_current(engine: AsyncEngine) -> None:
         )
     raise ConfigError(
         f"database schema is at {current or 'empty'}, this Arbiter needs {head}: "
-        "run `arbiter db upgrade` (or set ARBITER_AUTO_MIGRATE=true)"
+        "run `arbiter db upgrade` (or set ARBITER_DATABASE_AUTO_MIGRATE=true)"
     )
 
 

@@ -77,19 +77,19 @@ STOPPED = "the trainer was stopped (shutdown) before the run finished; nothing r
 
 def limits_from(settings: Settings) -> Limits:
     return Limits(
-        budget_s=settings.trainer_budget_s,
-        margin=settings.trainer_margin,
-        review_rate=settings.trainer_review_rate,
-        max_rows=settings.trainer_max_rows,
-        half_life_days=settings.trainer_half_life_days or None,
+        budget_s=settings.trainer.budget_s,
+        margin=settings.trainer.margin,
+        review_rate=settings.trainer.review_rate,
+        max_rows=settings.trainer.max_rows,
+        half_life_days=settings.trainer.half_life_days or None,
     )
 
 
 def drift_limits(settings: Settings) -> monitor.DriftLimits:
     return monitor.DriftLimits(
-        window=settings.drift_window,
-        psi_threshold=settings.drift_psi_threshold,
-        auc_drop=settings.drift_auc_drop,
+        window=settings.drift.window,
+        psi_threshold=settings.drift.psi_threshold,
+        auc_drop=settings.drift.auc_drop,
     )
 
 
@@ -114,7 +114,7 @@ class Trainer:
         self.store = TrainingStore(engine)
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.limits = limits_from(settings)
-        self.lease_ttl = timedelta(seconds=settings.trainer_lease_s)
+        self.lease_ttl = timedelta(seconds=settings.trainer.lease_s)
         self._lost: asyncio.Event | None = None  # set while the lease is held and renewed
         self._standing_by: str | None = None  # the other holder reported last
 
@@ -132,15 +132,15 @@ class Trainer:
             last = await self._last_counted(name)
             seen = last.outcomes_seen if last else 0
             new = await self.store.labelled_since(event_type, seen)
-            if new >= s.trainer_min_new:
+            if new >= s.trainer.min_new:
                 found[target] = "new_outcomes"
                 continue
-            if s.trainer_every_h > 0 and new >= 1:
+            if s.trainer.every_h > 0 and new >= 1:
                 since = last.started_at if last else None
-                if since is None or datetime.now(UTC) - since >= timedelta(hours=s.trainer_every_h):
+                if since is None or datetime.now(UTC) - since >= timedelta(hours=s.trainer.every_h):
                     found[target] = "schedule"
                     continue
-            if new >= s.drift_min_new:
+            if new >= s.drift.min_new:
                 status = await monitor.measure(self.engine, self.registry, name, drift_limits(s))
                 if status.drifting:
                     log.info("drift", model=name, reasons=list(status.reasons))
@@ -191,7 +191,7 @@ class Trainer:
             "another trainer holds the lease; standing by",
             holder=found[0],
             expires_at=found[1].isoformat(),
-            poll_s=self.settings.trainer_poll_s,
+            poll_s=self.settings.trainer.poll_s,
         )
         self._standing_by = found[0]
 
@@ -226,14 +226,14 @@ class Trainer:
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """``tick`` every poll interval until ``stop``; errors are logged, never fatal."""
-        log.info("trainer started", poll_s=self.settings.trainer_poll_s, holder=self.holder)
+        log.info("trainer started", poll_s=self.settings.trainer.poll_s, holder=self.holder)
         while not stop.is_set():
             try:
                 await self.tick()
             except Exception:
                 log.exception("trainer tick failed; trying again at the next poll")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.trainer_poll_s)
+                await asyncio.wait_for(stop.wait(), self.settings.trainer.poll_s)
 
     # --- how -------------------------------------------------------------------------
 
@@ -346,7 +346,7 @@ class Trainer:
         receive, send = context.Pipe(duplex=False)
         process = context.Process(
             target=child.main,
-            args=(job, s.trainer_threads, CHILD_NICENESS, s.log_format, s.log_level, send),
+            args=(job, s.trainer.threads, CHILD_NICENESS, s.log.format, s.log.level, send),
             name=f"arbiter-trainer-{job.target}",
             daemon=True,
         )
@@ -395,7 +395,7 @@ class Trainer:
         if result.promote:
             await self.registry.promote(name, meta.version, detail=f"run {run_id}: {result.reason}")
             status = "promoted"
-        elif self.settings.trainer_shadow_kept:
+        elif self.settings.trainer.shadow_kept:
             await self.registry.set_shadow(name, meta.version, True)
         await self.store.close_run(
             run_id,

@@ -73,8 +73,8 @@ def build_api(
     )
     api.state.auth = AuthConfig(
         keys=keys,
-        limiter=RateLimiter(settings.http_rate_per_s, settings.http_rate_burst),
-        required=settings.api_auth,
+        limiter=RateLimiter(settings.http.rate_per_s, settings.http.rate_burst),
+        required=settings.http.auth,
     )
     api.state.asyncapi = asyncapi_document(settings)
     api.add_exception_handler(Problem, problem_response)
@@ -82,9 +82,9 @@ def build_api(
     api.include_router(routes_v1.router)
     dashboard.install(api, settings)
     api.middleware("http")(_observe)
-    if not settings.api_auth:
+    if not settings.http.auth:
         log.warning(
-            "HTTP API authentication is OFF (ARBITER_API_AUTH=false): anyone who can reach "
+            "HTTP API authentication is OFF (ARBITER_HTTP_AUTH=false): anyone who can reach "
             "it may send events and read decisions — for local demos only"
         )
     return api

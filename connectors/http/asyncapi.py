@@ -70,7 +70,7 @@ def asyncapi_document(
     settings: Settings, *, version: str = "0.1.0", event_types: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """The AsyncAPI 3.0 document (a JSON-able dict) for the types ``settings`` runs."""
-    broker = KafkaBroker(settings.kafka_bootstrap or "localhost:9092")
+    broker = KafkaBroker(settings.kafka.bootstrap or "localhost:9092")
     for event_type in event_types or settings.event_types:
         _declare(broker, settings, event_type)
     spec = AsyncAPI(

@@ -136,7 +136,7 @@ async def dashboard_data(
     body: dict[str, Any] = {
         "generated_at": now.isoformat(),
         "window_minutes": int(data.WINDOW.total_seconds() // 60),
-        "auth": state.settings.api_auth,
+        "auth": state.settings.http.auth,
         "can_read_payloads": ADMIN in caller.scopes,
         "types": sorted(set(state.settings.event_types) | set(by_type) | set(dead_by_type)),
         "totals": {"decisions": by_type, "dead_letters": dead_by_type},
@@ -161,10 +161,10 @@ async def _models(request: Request, state: ApiState) -> list[dict[str, Any]]:
     async with cache.models_lock:
         if not cache.models.fresh(time.monotonic()):
             s = state.settings
-            limits = DriftLimits(s.drift_window, s.drift_psi_threshold, s.drift_auc_drop)
+            limits = DriftLimits(s.drift.window, s.drift.psi_threshold, s.drift.auc_drop)
             c = state.components
             models = await data.models_in_service(c.ledger.engine, c.registry, limits)
-            ttl = data.models_ttl(models, s.drift_window, MODELS_TTL_S, MODELS_WARMUP_TTL_S)
+            ttl = data.models_ttl(models, s.drift.window, MODELS_TTL_S, MODELS_WARMUP_TTL_S)
             cache.models = data.Timed(models, time.monotonic(), ttl)
         return cache.models.value
 

@@ -66,7 +66,7 @@ async def readyz(request: Request) -> JSONResponse:
     body: dict[str, Any] = {
         "status": "ready" if ready else "not ready",
         "checks": checks,
-        "auth": "api keys" if state.settings.api_auth else "disabled (open API)",
+        "auth": "api keys" if state.settings.http.auth else "disabled (open API)",
     }
     return JSONResponse(body, status_code=200 if ready else 503)
 

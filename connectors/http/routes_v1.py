@@ -64,9 +64,9 @@ def _known_type(state: ApiState, event_type: str) -> None:
 
 
 async def _items(request: Request, state: ApiState) -> list[bytes]:
-    raw = await read_body(request, state.settings.http_max_body_bytes)
+    raw = await read_body(request, state.settings.http.max_body_bytes)
     try:
-        return split_body(raw, max_items=state.settings.http_max_batch)
+        return split_body(raw, max_items=state.settings.http.max_batch)
     except BadBody as exc:
         raise Problem(exc.status, exc.detail, **exc.extra) from None
 
@@ -163,7 +163,7 @@ async def decide(
     ``Arbiter-Replayed: true``) and is never decided twice."""
     state = _state(request)
     _known_type(state, event_type)
-    raw = await read_body(request, state.settings.http_max_body_bytes)
+    raw = await read_body(request, state.settings.http.max_body_bytes)
     try:
         event = decode_event(event_type, raw, max_bytes=state.settings.max_event_bytes)
     except InvalidEvent as exc:

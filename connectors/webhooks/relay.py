@@ -63,12 +63,12 @@ class RelayPolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> RelayPolicy:
         return cls(
-            batch=settings.webhook_batch,
-            concurrency=settings.webhook_concurrency,
-            lease_s=settings.webhook_lease_s,
-            poll_s=settings.webhook_poll_s,
-            backoff_base_s=settings.webhook_backoff_base_s,
-            backoff_cap_s=settings.webhook_backoff_cap_s,
+            batch=settings.webhooks.batch,
+            concurrency=settings.webhooks.concurrency,
+            lease_s=settings.webhooks.lease_s,
+            poll_s=settings.webhooks.poll_s,
+            backoff_base_s=settings.webhooks.backoff_base_s,
+            backoff_cap_s=settings.webhooks.backoff_cap_s,
         )
 
 
