@@ -6,19 +6,23 @@ carry (fraud, order problem, ticket category/urgency/sentiment), drawn from the 
 own visible features so that a model trained on them has something real to find:
 
 - transactions are likelier fraud abroad, on a new device, at night (0-5 UTC) and when
-  the amount is unusually large for the merchant category;
+  the amount is unusually large for the merchant category (``app.simulator.transactions``);
 - orders are likelier to go wrong when billing and shipping countries differ, on a first
-  order, for a high total, paid by gift card or crypto, or with a bulk quantity;
+  order, for a high total, paid by gift card or crypto, or with a bulk quantity
+  (``app.simulator.orders``);
 - tickets are written from per-category templates with typos, and urgency and sentiment
-  follow the words put into them.
+  follow the words put into them (``app.simulator.tickets``, words from
+  ``app.simulator.text``).
 
-Two rare multi-event patterns are planted for the correlation windows: card-testing
-bursts (3-4 payments over 500 from as many countries on one account within minutes) and
-account takeovers (a password-reset ticket, then a large transfer within the hour). A
-person who banks with us writes tickets under their ``acct-`` id, so both line up by key.
+All of them draw their parties, places and merchants from one seeded world
+(``app.simulator.world``). Two rare multi-event patterns are planted for the correlation
+windows (``app.simulator.patterns``): card-testing bursts (3-4 payments over 500 from as
+many countries on one account within minutes) and account takeovers (a password-reset
+ticket, then a large transfer within the hour). A person who banks with us writes tickets
+under their ``acct-`` id, so both line up by key.
 
 A share of messages is broken on purpose, each with the ``InvalidEvent`` reason the
-decoder must give it.
+decoder must give it (``app.simulator.breakage``).
 
 With ``outcomes=True`` the stream also carries what later happened to each valid event:
 a ``schemas.Outcome`` some hours after it (transactions 1-36 h, orders 2-72 h, tickets
@@ -35,27 +39,32 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import TypeVar
 
 from app.simulator.breakage import break_message, fit_size
+from app.simulator.orders import build_order
 from app.simulator.outcomes import Labels, add_noise, observe, outcome_labels
-from app.simulator.text import TAKEOVER_SUBJECTS, TICKET_CATEGORIES, URGENCY_WEIGHTS, write_ticket
-from schemas import EVENT_MODELS, EventBase, Order, OrderItem, Ticket, Transaction
-from schemas.transaction import Device
+from app.simulator.patterns import (
+    BURST_RATE,
+    TAKEOVER_RATE,
+    card_testing_burst,
+    takeover_payment,
+    takeover_ticket,
+)
+from app.simulator.tickets import build_ticket
+from app.simulator.transactions import build_transaction
+from app.simulator.world import Party, World, build_world, pick
+from schemas import EVENT_MODELS, EventBase
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 DEFAULT_MIX: Mapping[str, float] = MappingProxyType(
     {"transaction": 0.5, "order": 0.3, "ticket": 0.2}
 )
 ID_PREFIX = {"transaction": "txn", "order": "ord", "ticket": "tkt"}
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,94 +80,6 @@ class SimEvent:
     kind: str = "events"  # "events", or "outcomes" for the outcome of event ``event_id``
 
 
-# --- the world: parties, places, merchants, catalogue ------------------------------
-
-# Home countries share currencies of similar value, so an amount means roughly the same
-# everywhere and "unusually large" stays learnable without currency conversion.
-_HOMES: tuple[tuple[str, str, float], ...] = (
-    ("US", "USD", 30),
-    ("GB", "GBP", 12),
-    ("DE", "EUR", 12),
-    ("FR", "EUR", 8),
-    ("ES", "EUR", 5),
-    ("IT", "EUR", 5),
-    ("NL", "EUR", 4),
-    ("IE", "EUR", 2),
-    ("AT", "EUR", 2),
-    ("BE", "EUR", 2),
-    ("CA", "CAD", 6),
-    ("AU", "AUD", 5),
-    ("CH", "CHF", 3),
-    ("NZ", "NZD", 2),
-    ("SG", "SGD", 2),
-)
-_ABROAD: tuple[str, ...] = (
-    "US", "GB", "FR", "ES", "IT", "PT", "GR", "TH", "MX", "TR",
-    "AE", "NG", "RO", "ID", "VN", "PH", "BR", "ZA", "MA", "CN",
-)  # fmt: skip
-
-# category: (weight, log-mean, log-sd, merchants)
-_CATEGORIES: dict[str, tuple[float, float, float, tuple[str, ...]]] = {
-    "grocery": (22, 3.4, 0.6, ("FreshMart", "Green Basket", "Corner Grocer", "DailyFoods")),
-    "restaurants": (16, 3.2, 0.6, ("Trattoria Roma", "Burger Barn", "Sushi Go", "Cafe Nord")),
-    "fuel": (9, 3.9, 0.35, ("PetroLine", "QuickFuel", "Highway Gas")),
-    "clothing": (10, 4.2, 0.6, ("Threadline", "UrbanWear", "Denim & Co")),
-    "electronics": (8, 5.2, 0.8, ("VoltHub", "PixelStore", "Circuit City Online")),
-    "travel": (6, 5.9, 0.7, ("SkyJet Airlines", "StayWell Hotels", "RailEurope")),
-    "digital_goods": (10, 2.8, 0.9, ("AppPlanet", "GameVault", "StreamPlus")),
-    "gambling": (3, 4.0, 1.0, ("LuckySpin Casino", "BetKing")),
-    "jewelry": (2, 6.0, 0.8, ("Goldsmiths & Sons", "Diamond Lane")),
-    "money_transfer": (4, 5.3, 1.0, ("WireFast", "SendHome")),
-    "cash_withdrawal": (10, 4.3, 0.6, ("ATM Network",)),
-}
-_RISKY_CATEGORIES = frozenset({"electronics", "digital_goods", "gambling", "jewelry",
-                               "money_transfer"})  # fmt: skip
-_CATEGORY_NAMES = tuple(_CATEGORIES)
-_CATEGORY_WEIGHTS = tuple(spec[0] for spec in _CATEGORIES.values())
-
-
-@dataclass(frozen=True)
-class _Party:
-    party_id: str
-    country: str
-    currency: str
-    age_days: int
-    tier: str
-    devices: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _World:
-    accounts: tuple[_Party, ...]
-    customers: tuple[_Party, ...]
-    catalogue: tuple[tuple[str, float], ...]
-
-
-def _build_world(rng: random.Random, seed: int) -> _World:
-    def party(prefix: str, k: int) -> _Party:
-        country, currency, _ = _pick(rng, _HOMES, [h[2] for h in _HOMES])
-        devices = tuple(f"dev-{seed}-{prefix}{k:04d}-{d}" for d in range(rng.randint(1, 3)))
-        tier = _pick(rng, ("free", "standard", "premium", "enterprise"), (40, 35, 18, 7))
-        age = int(rng.expovariate(1 / 700)) + 1
-        return _Party(f"{prefix}-{k:05d}", country, currency, age, tier, devices)
-
-    accounts = tuple(party("acct", k) for k in range(400))
-    customers = tuple(party("cust", k) for k in range(300))
-    catalogue = tuple(
-        (f"SKU-{k:05d}", math.floor(min(2000.0, rng.lognormvariate(3.3, 0.9))) + 0.99)
-        for k in range(60)
-    )
-    return _World(accounts, customers, catalogue)
-
-
-def _pick(rng: random.Random, options: Sequence[T], weights: Sequence[float]) -> T:
-    return rng.choices(options, weights=weights, k=1)[0]
-
-
-def _sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x))
-
-
 def _traffic(hour: int) -> float:
     """Relative event rate by UTC hour: quiet nights, busy days."""
     if hour < 6:
@@ -168,287 +89,14 @@ def _traffic(hour: int) -> float:
     return 1.2
 
 
-# --- one builder per event type ------------------------------------------------------
+# --- the stream of valid events ------------------------------------------------------
 
-
-def _transaction(
-    rng: random.Random, world: _World, event_id: str, when: datetime, *, drifted: bool = False
-) -> tuple[Transaction, Labels]:
-    account = rng.choice(world.accounts)
-    category = _pick(rng, _CATEGORY_NAMES, _CATEGORY_WEIGHTS)
-    _, mu, sigma, merchants = _CATEGORIES[category]
-    foreign = rng.random() < 0.10
-    country = account.country
-    if foreign:
-        country = rng.choice([c for c in _ABROAD if c != account.country])
-    if category == "cash_withdrawal":
-        channel = "atm"
-    elif category == "money_transfer":
-        channel = _pick(rng, ("transfer", "mobile_app"), (3, 1))
-    elif category in ("digital_goods", "gambling"):
-        channel = _pick(rng, ("online", "mobile_app"), (1, 1))
-    elif category in ("fuel", "grocery", "restaurants"):
-        channel = _pick(rng, ("card_present", "mobile_app"), (9, 1))
-    else:
-        channel = _pick(rng, ("card_present", "online", "mobile_app"), (4, 4, 2))
-
-    is_new = rng.random() < 0.12
-    if channel in ("card_present", "atm"):
-        kind = "pos" if channel == "card_present" else "atm"
-        device_id = f"{kind}-{rng.randrange(10**6):06d}"
-    else:
-        kind = _pick(rng, ("mobile", "desktop", "unknown"), (6, 3, 1))
-        known = rng.choice(account.devices)
-        device_id = f"{known}-new{rng.randrange(10**6):06d}" if is_new else known
-
-    # A small share of amounts comes from a shifted distribution, so unusually large
-    # amounts are more common than a single lognormal would give.
-    inflated = rng.random() < 0.08
-    amount = round(min(50_000.0, rng.lognormvariate(mu + (1.6 if inflated else 0), sigma)), 2)
-    # How unusual the amount is for its category, judged from the amount itself as a
-    # model would see it; capped so tiny amounts do not make fraud impossible.
-    surprise = min(3.0, max(-1.0, (math.log(max(amount, 0.01)) - mu) / sigma))
-    night = when.hour < 6
-
-    logit = (
-        -5.0
-        + 2.2 * foreign
-        + 2.0 * is_new
-        + 1.5 * night
-        + 1.4 * surprise
-        + 0.8 * (category in _RISKY_CATEGORIES)
-        + 0.9 * (account.age_days < 60)
-    )
-    if drifted:
-        logit = _drifted_logit(channel, category, kind, amount)
-    # One draw either way, so drift changes labels only, never the events.
-    fraud = rng.random() < _sigmoid(logit)
-    event = Transaction(
-        event_id=event_id,
-        occurred_at=when,
-        account_id=account.party_id,
-        amount=amount,
-        currency=account.currency,
-        merchant=rng.choice(merchants),
-        merchant_category=category,
-        channel=channel,
-        country=country,
-        card_country=account.country,
-        device=Device(device_id=device_id, kind=kind, is_new=is_new),
-        attributes={"account_age_days": account.age_days},
-    )
-    return event, {"fraud": fraud}
-
-
-def _drifted_logit(channel: str, category: str, kind: str, amount: float) -> float:
-    """Fraud after the drift: fraudsters moved to small app and digital payments.
-
-    The old drivers (abroad, new device, night, large amount, risky category, young
-    account) no longer count; every term here is a feature a model sees.
-    """
-    return (
-        -5.0
-        + 2.6 * (channel == "mobile_app")
-        + 1.8 * (category in ("digital_goods", "gambling"))
-        + 1.6 * (amount < 20)
-        + 1.0 * (kind == "desktop")
-    )
-
-
-def _order(
-    rng: random.Random, world: _World, event_id: str, when: datetime
-) -> tuple[Order, Labels]:
-    customer = rng.choice(world.customers)
-    lines = rng.sample(world.catalogue, k=_pick(rng, (1, 2, 3, 4, 5, 6), (40, 25, 15, 10, 6, 4)))
-    bulk = rng.random() < 0.05
-    items = []
-    for n, (sku, price) in enumerate(lines):
-        quantity = rng.randint(10, 60) if bulk and n == 0 else _pick(rng, (1, 2, 3), (8, 2, 1))
-        items.append(OrderItem(sku=sku, quantity=quantity, unit_price=price))
-    mismatch = rng.random() < 0.10
-    shipping_country = (
-        rng.choice([c for c in _ABROAD if c != customer.country]) if mismatch else customer.country
-    )
-    payment = _pick(
-        rng,
-        ("card", "paypal", "bank_transfer", "gift_card", "crypto", "cash_on_delivery"),
-        (55, 20, 8, 6, 3, 8),
-    )
-    first_order = rng.random() < 0.15
-    subtotal = sum(item.quantity * item.unit_price for item in items)
-    shipping = (0.0 if subtotal >= 50 else 4.99) + (15.0 if mismatch else 0.0)
-    total = round(subtotal + shipping, 2)
-
-    size = min(3.0, max(-2.0, math.log(max(total, 1.0)) - 4.5))  # e^4.5 ~ 90: a typical basket
-    logit = (
-        -4.4
-        + 2.2 * mismatch
-        + 1.5 * first_order
-        + 1.1 * size
-        + 2.1 * (payment in ("gift_card", "crypto"))
-        + 2.2 * bulk
-    )
-    problem = rng.random() < _sigmoid(logit)
-    status = "fulfilled"
-    if problem:
-        risky = mismatch or payment in ("gift_card", "crypto")
-        status = _pick(rng, ("chargeback", "returned", "cancelled"), (6 if risky else 2, 4, 3))
-    event = Order(
-        event_id=event_id,
-        occurred_at=when,
-        customer_id=customer.party_id,
-        items=items,
-        total=total,
-        currency=customer.currency,
-        payment_method=payment,
-        billing_country=customer.country,
-        shipping_country=shipping_country,
-        first_order=first_order,
-        attributes={"customer_age_days": customer.age_days},
-    )
-    return event, {"problem": problem, "status": status}
-
-
-def _ticket(
-    rng: random.Random, world: _World, event_id: str, when: datetime
-) -> tuple[Ticket, Labels]:
-    # Account holders write in under their account id: one id per person across tickets
-    # and transactions, so a ticket can be correlated with the payments that follow it.
-    holder = rng.random() < _HOLDER_SHARE
-    customer = rng.choice(world.accounts if holder else world.customers)
-    category = rng.choice(TICKET_CATEGORIES)
-    urgency = _pick(rng, ("high", "medium", "low"), URGENCY_WEIGHTS[category])
-    sentiment = _pick(rng, ("negative", "neutral", "positive"), (30, 45, 25))
-    return _write_ticket(rng, customer, event_id, when, category, urgency, sentiment, None)
-
-
-def _write_ticket(
-    rng: random.Random,
-    customer: _Party,
-    event_id: str,
-    when: datetime,
-    category: str,
-    urgency: str,
-    sentiment: str,
-    subject: str | None,
-) -> tuple[Ticket, Labels]:
-    drawn = (category, urgency, sentiment)
-    subject, body = write_ticket(rng, *drawn, customer.currency, customer.age_days, when, subject)
-    event = Ticket(
-        event_id=event_id,
-        occurred_at=when,
-        customer_id=customer.party_id,
-        channel=_pick(rng, ("email", "chat", "phone", "web_form", "social"), (40, 25, 10, 20, 5)),
-        subject=subject,
-        body=body,
-        customer_tier=customer.tier,
-        attributes={"previous_tickets": int(rng.expovariate(0.5))},
-    )
-    return event, {"category": category, "urgency": urgency, "sentiment": sentiment}
-
-
-# --- planted correlations --------------------------------------------------------------
-#
-# Two multi-event patterns the shipped correlation rules look for, each rare:
-# - card testing: 3-4 large online payments on one account from 3-4 countries within a
-#   few minutes, back to back in the stream;
-# - account takeover: a password-reset / locked-out ticket from an account holder, then
-#   within the hour a large transfer or online payment on that same account.
-
-_BURST_RATE = 0.005  # per transaction drawn: ~6 bursts in 3,000 mixed events
-_BURST_FRAUD = 0.9  # most bursts are a stolen card being tested; a few are a busy buyer
-_BURST_CATEGORIES = ("electronics", "digital_goods", "jewelry", "gambling", "travel")
-_TAKEOVER_RATE = 0.006  # per ticket drawn: ~4 takeovers in 3,000 mixed events
-_HOLDER_SHARE = 0.3  # share of tickets written by account holders (under their account id)
-
-
-def _payment(
-    rng: random.Random,
-    account: _Party,
-    event_id: str,
-    when: datetime,
-    *,
-    amount: float,
-    category: str,
-    channel: str,
-    country: str,
-    device_id: str,
-) -> Transaction:
-    return Transaction(
-        event_id=event_id,
-        occurred_at=when,
-        account_id=account.party_id,
-        amount=amount,
-        currency=account.currency,
-        merchant=rng.choice(_CATEGORIES[category][3]),
-        merchant_category=category,
-        channel=channel,
-        country=country,
-        card_country=account.country,
-        device=Device(device_id=device_id, kind=_pick(rng, ("desktop", "unknown"), (2, 1)),
-                      is_new=True),
-        attributes={"account_age_days": account.age_days},
-    )  # fmt: skip
-
-
-def _burst(
-    rng: random.Random, world: _World, seed: int, ids: Iterator[int], when: datetime
-) -> list[tuple[EventBase, Labels]]:
-    """3-4 payments over 500 on one account from as many countries, 20-90 s apart."""
-    account = rng.choice(world.accounts)
-    countries = rng.sample([c for c in _ABROAD if c != account.country], k=rng.randint(3, 4))
-    device_id = f"dev-{seed}-x{rng.randrange(10**6):06d}"  # the tester's own machine
-    fraud = rng.random() < _BURST_FRAUD
-    events: list[tuple[EventBase, Labels]] = []
-    for country in countries:
-        category = rng.choice(_BURST_CATEGORIES)
-        amount = round(rng.uniform(510, 1900), 2)
-        event_id = f"txn-{seed}-{next(ids):08d}"
-        tx = _payment(rng, account, event_id, when, amount=amount, category=category,
-                      channel="online", country=country, device_id=device_id)  # fmt: skip
-        events.append((tx, {"fraud": fraud}))
-        when += timedelta(seconds=rng.uniform(20, 90))
-    return events
-
-
-def _takeover_ticket(
-    rng: random.Random, world: _World, event_id: str, when: datetime
-) -> tuple[Ticket, Labels, _Party]:
-    account = rng.choice(world.accounts)
-    urgency = _pick(rng, ("high", "medium"), (3, 1))
-    sentiment = _pick(rng, ("negative", "neutral"), (2, 1))
-    subject = rng.choice(TAKEOVER_SUBJECTS)
-    ticket, labels = _write_ticket(
-        rng, account, event_id, when, "account", urgency, sentiment, subject
-    )
-    return ticket, labels, account
-
-
-def _takeover_payment(
-    rng: random.Random, account: _Party, event_id: str, when: datetime
-) -> tuple[Transaction, Labels]:
-    """The money moved out of a taken-over account: large, by transfer or online."""
-    if rng.random() < 0.6:
-        category, channel = "money_transfer", "transfer"
-    else:
-        category, channel = rng.choice(("electronics", "jewelry")), "online"
-    amount = round(min(50_000.0, 2000 + rng.lognormvariate(7.5, 0.6)), 2)
-    country = account.country if rng.random() < 0.5 else rng.choice(_ABROAD)
-    device_id = f"{rng.choice(account.devices)}-new{rng.randrange(10**6):06d}"
-    tx = _payment(rng, account, event_id, when, amount=amount, category=category,
-                  channel=channel, country=country, device_id=device_id)  # fmt: skip
-    return tx, {"fraud": True}
-
-
-Builder = Callable[[random.Random, _World, str, datetime], tuple[EventBase, Labels]]
+Builder = Callable[[random.Random, World, str, datetime], tuple[EventBase, Labels]]
 _BUILDERS: dict[str, Builder] = {
-    "transaction": _transaction,
-    "order": _order,
-    "ticket": _ticket,
+    "transaction": build_transaction,
+    "order": build_order,
+    "ticket": build_ticket,
 }
-
-
-# --- the public entry points ---------------------------------------------------------
 
 
 def _stream(
@@ -457,11 +105,11 @@ def _stream(
     """Valid events with their truth, in time order; from event ``drift_at`` on (0-based)
     transactions follow the drifted fraud pattern."""
     rng = random.Random(seed)
-    world = _build_world(rng, seed)
+    world = build_world(rng, seed)
     types = tuple(mix)
     weights = tuple(mix[t] for t in types)
     takeovers = "transaction" in mix and "ticket" in mix
-    due: list[tuple[datetime, int, _Party]] = []  # takeover payments to come (at, n, who)
+    due: list[tuple[datetime, int, Party]] = []  # takeover payments to come (at, n, who)
     ids = itertools.count()
     made = 0  # events yielded so far
     offset_s = 0.0
@@ -471,20 +119,20 @@ def _stream(
         if due and due[0][0] <= when:
             at, _, account = heapq.heappop(due)
             at = max(at, last)  # a burst may have run past it; stay in time order
-            yield _takeover_payment(rng, account, f"txn-{seed}-{next(ids):08d}", at)
+            yield takeover_payment(rng, account, f"txn-{seed}-{next(ids):08d}", at)
             made += 1
             last = at
             continue
-        event_type = types[0] if len(types) == 1 else _pick(rng, types, weights)
-        if event_type == "transaction" and rng.random() < _BURST_RATE:
-            burst = _burst(rng, world, seed, ids, when)
+        event_type = types[0] if len(types) == 1 else pick(rng, types, weights)
+        if event_type == "transaction" and rng.random() < BURST_RATE:
+            burst = card_testing_burst(rng, world, seed, ids, when)
             yield from burst
             made += len(burst)
             when = burst[-1][0].occurred_at
             offset_s = (when - start).total_seconds()
-        elif takeovers and event_type == "ticket" and rng.random() < _TAKEOVER_RATE:
+        elif takeovers and event_type == "ticket" and rng.random() < TAKEOVER_RATE:
             event_id = f"tkt-{seed}-{next(ids):08d}"
-            ticket, labels, account = _takeover_ticket(rng, world, event_id, when)
+            ticket, labels, account = takeover_ticket(rng, world, event_id, when)
             at = when + timedelta(seconds=rng.uniform(5 * 60, 45 * 60))
             heapq.heappush(due, (at, next(ids), account))
             yield ticket, labels
@@ -493,12 +141,15 @@ def _stream(
             event_id = f"{ID_PREFIX[event_type]}-{seed}-{next(ids):08d}"
             if event_type == "transaction":
                 drifted = drift_at is not None and made >= drift_at
-                yield _transaction(rng, world, event_id, when, drifted=drifted)
+                yield build_transaction(rng, world, event_id, when, drifted=drifted)
             else:
                 yield _BUILDERS[event_type](rng, world, event_id, when)
             made += 1
         last = when
         offset_s += rng.expovariate(_traffic(when.hour) / 60)
+
+
+# --- the public entry points ---------------------------------------------------------
 
 
 def _check_args(mix: Mapping[str, float], start: datetime) -> None:
