@@ -31,7 +31,6 @@ from connectors.webhooks.client import (
     verify,
 )
 from schemas import Decision
-from tests.test_import_direction import forbidden_reach
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 ENV = {"CASE_URL": "https://cases.example/hook", "CASE_SECRET": "s3cret-value"}
@@ -286,13 +285,3 @@ def test_planner_ignores_inactive_endpoints() -> None:
     assert plan_deliveries(named, eps, T0) == []
     one = Endpoints(active={"a": Endpoint("a", "http://a/", "k", subscribed=True)})
     assert [d.endpoint for d in plan_batch([named], one, T0 + timedelta(seconds=1))] == ["a"]
-
-
-@pytest.mark.parametrize(
-    "module", ["connectors.webhooks.client", "app.outbox.plan", "app.outbox.config"]
-)
-def test_webhook_protocol_and_planning_are_pure(module: str) -> None:
-    """The protocol, config and planner reach no I/O library (the relay is the I/O shell)."""
-    own = {"connectors", "connectors.webhooks", "connectors.webhooks.client"}
-    hits = {k: v for k, v in forbidden_reach(module).items() if k not in own}
-    assert not hits, hits
