@@ -1,0 +1,1 @@
+"""Operator actions the CLI calls: models, deliveries, API keys, backtests."""
