@@ -25,7 +25,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.inference.scoring import Scorer
-from app.outbox.admin import retry_deliveries
+from app.ops.deliveries import retry_deliveries
 from app.outbox.config import Endpoint, Endpoints
 from app.pipeline.processor import BatchProcessor
 from app.settings import Settings
@@ -101,7 +101,7 @@ async def deliveries_cli(db_url: str, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "from app.cli_deliveries import deliveries_app; deliveries_app()",
+        "from app.cli.deliveries import deliveries_app; deliveries_app()",
         *args,
         env={**os.environ, "ARBITER_DATABASE_URL": db_url, "COLUMNS": "200"},
         stdout=asyncio.subprocess.PIPE,

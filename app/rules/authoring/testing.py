@@ -17,7 +17,7 @@ optional model scores and window values, and what the rules should do with it::
 The merged event is validated against the real event schema (an invalid one is a test
 error naming the field), then every test of a ruleset runs as one batch through a
 ``RulesEngine`` built from the checked rules. Besides pass/fail, the report tells which
-rules no test made fire (coverage). Nothing here prints: ``app.cli`` renders the report.
+rules no test made fire (coverage). Nothing here prints: ``app.cli.rules`` renders the report.
 
 The values are in ``app.rules.authoring.cases``; reading the ``tests:`` of the files is
 ``app.rules.authoring.case_reader``; this module runs them.

@@ -15,18 +15,11 @@ from typing import Annotated, Any
 
 import structlog
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
-
-
-def _cli() -> Any:
-    from app import cli  # late: cli imports this module to register the commands
-
-    return cli
+from app.cli.options import build_settings, console, fail, run_async
 
 
 def train(
@@ -41,8 +34,7 @@ def train(
     ] = None,
 ) -> None:
     """Train NAME now from the logged outcomes; promote the result only if it is better."""
-    cli = _cli()
-    settings = cli._settings(trainer_budget_s=budget)
+    settings = build_settings(trainer_budget_s=budget)
     from app.store.migrate import open_migrated
     from app.trainer.job import target_of
     from app.trainer.service import Trainer
@@ -50,7 +42,7 @@ def train(
     try:
         target = name if name == "ticket" else target_of(name)
     except ValueError as exc:
-        raise cli._fail(str(exc)) from None
+        fail(str(exc))
 
     async def go() -> list[Any]:
         async with open_migrated(settings.resolved_database_url) as engine:
@@ -71,9 +63,9 @@ def train(
                 try:
                     return await trainer.train(target, "manual", in_process=True, on_progress=step)
                 except RuntimeError as exc:
-                    raise cli._fail(str(exc)) from None
+                    fail(str(exc))
 
-    outcomes = cli._run(go)
+    outcomes = run_async(go)
     table = Table(title="training run", title_justify="left")
     for column in ("model", "run", "result", "version", "reason"):
         table.add_column(column)
@@ -91,8 +83,7 @@ def train(
 
 def trainer() -> None:
     """The background trainer on its own: trains when outcomes, a schedule or drift say so."""
-    cli = _cli()
-    settings = cli._settings()
+    settings = build_settings()
     from app.processes.shutdown import EXIT_GRACE_OVERRUN, Shutdown
     from app.store.migrate import open_migrated
     from app.trainer.service import Trainer
@@ -131,7 +122,7 @@ def trainer() -> None:
             shutdown.waiting_on = "teardown (database pool)"
         return shutdown
 
-    shutdown = cli._run(go)
+    shutdown = run_async(go)
     if shutdown.overran:
         log.error(
             "trainer stopped after the shutdown grace period",

@@ -1,32 +1,26 @@
 """``arbiter deliveries …``: the webhook outbox as a table, and replay of dead letters.
 
-Thin: each command builds settings, calls one function of ``app.outbox.admin`` and
+Thin: each command builds settings, calls one function of ``app.ops.deliveries`` and
 prints what it returns with rich.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from app.cli.options import build_settings, console, run_async
 
 deliveries_app = typer.Typer(
     no_args_is_help=True,
     help="Webhook deliveries (the outbox): list them, replay dead-lettered ones.",
 )
-console = Console()
 
 _STATUS = {"pending": "yellow", "delivered": "green", "failed": "bold red"}
-
-
-def _cli() -> Any:
-    from app import cli  # late: cli imports this module to register the commands
-
-    return cli
 
 
 def _when(value: datetime | None) -> str:
@@ -42,11 +36,10 @@ def deliveries_list(
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
 ) -> None:
     """The newest deliveries: status, attempts, the last answer and the next attempt."""
-    cli = _cli()
-    settings = cli._settings()
-    from app.outbox.admin import list_deliveries
+    settings = build_settings()
+    from app.ops.deliveries import list_deliveries
 
-    rows = cli._run(
+    rows = run_async(
         lambda: list_deliveries(settings, failed=failed, endpoint=endpoint, limit=limit)
     )
     if not rows:
@@ -78,9 +71,8 @@ def deliveries_retry(
     ] = False,
 ) -> None:
     """Send deliveries again: back to pending, attempts reset, due now (the relay sends them)."""
-    cli = _cli()
-    settings = cli._settings()
-    from app.outbox.admin import retry_deliveries
+    settings = build_settings()
+    from app.ops.deliveries import retry_deliveries
 
-    count = cli._run(lambda: retry_deliveries(settings, ids or [], all_failed=all_failed))
+    count = run_async(lambda: retry_deliveries(settings, ids or [], all_failed=all_failed))
     console.print(f"{count} deliver{'y' if count == 1 else 'ies'} queued to be sent again")

@@ -2,56 +2,34 @@
 
 A new key is printed once; only its hash is stored, so a lost key is revoked and
 replaced, never recovered. A revoked key stops working in every running ``arbiter run``
-within ``ARBITER_HTTP_KEY_CACHE_S`` seconds.
+within ``ARBITER_HTTP_KEY_CACHE_S`` seconds. Thin: each command builds settings, calls
+one function of ``app.ops.keys`` and prints what it returns with rich.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from app.cli.options import build_settings, console, fail, run_async
 from app.settings import Settings
-from app.store.keys import SCOPES, ApiKey, ApiKeyError, KeyStore
+from app.store.keys import SCOPES, ApiKey, ApiKeyError
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP API.")
-console = Console()
 T = TypeVar("T")
 
 
-def _cli() -> Any:
-    from app import cli  # late: cli imports this module to register the commands
-
-    return cli
-
-
-async def with_keys(settings: Settings, work: Callable[[KeyStore], Awaitable[T]]) -> T:
-    """Run ``work`` against the key table of ``settings``' database (migrated to head)."""
-    from app.store import migrate
-    from app.store.db import check_connection, create_engine
-
-    url = settings.resolved_database_url
-    engine = create_engine(url)
+def _run_keys(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Run one ``app.ops.keys`` action; a refused one (``ApiKeyError``) is one error line."""
+    settings = build_settings()
     try:
-        await check_connection(engine, url)
-        await migrate.require_current(engine)
-        return await work(KeyStore(engine))
-    finally:
-        await engine.dispose()
-
-
-def _run_keys(work: Callable[[KeyStore], Awaitable[T]]) -> T:
-    cli = _cli()
-    settings = cli._settings()
-    try:
-        result: T = cli._run(lambda: with_keys(settings, work))
+        return run_async(lambda: work(settings))
     except ApiKeyError as exc:
-        raise cli._fail(str(exc)) from None
-    return result
+        fail(str(exc))
 
 
 @keys_app.command("create")
@@ -62,7 +40,9 @@ def keys_create(
     ],
 ) -> None:
     """Create a key and print it ONCE (only its hash is stored)."""
-    key, plain = _run_keys(lambda store: store.create(name, scope))
+    from app.ops.keys import create_key
+
+    key, plain = _run_keys(lambda settings: create_key(settings, name, scope))
     console.print(
         f"created key [bold]{escape(key.name)}[/] ({key.prefix}) with scopes "
         f"{', '.join(sorted(key.scopes))}; it is shown only now — store it in your "
@@ -77,7 +57,9 @@ def keys_list(
     revoked: Annotated[bool, typer.Option(help="Also list revoked keys.")] = False,
 ) -> None:
     """Every active key (never the key itself): name, prefix, scopes, created, last used."""
-    found: list[ApiKey] = _run_keys(lambda store: store.list(include_revoked=revoked))
+    from app.ops.keys import list_keys
+
+    found: list[ApiKey] = _run_keys(lambda settings: list_keys(settings, include_revoked=revoked))
     if not found:
         console.print("no API keys: create one with `arbiter keys create --name … --scope …`")
         return
@@ -99,7 +81,9 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
     """Revoke the active key called NAME (running services drop it within seconds)."""
-    key = _run_keys(lambda store: store.revoke(name))
+    from app.ops.keys import revoke_key
+
+    key = _run_keys(lambda settings: revoke_key(settings, name))
     if key is None:
-        raise _cli()._fail(f"no active key called {name!r}: see `arbiter keys list`")
+        fail(f"no active key called {name!r}: see `arbiter keys list`")
     console.print(f"revoked key {escape(key.name)} ({key.prefix})", highlight=False)

@@ -1,6 +1,6 @@
 """``arbiter models …`` and ``arbiter explain``: the registry and the reasons, as tables.
 
-Thin: each command builds settings, calls one function of ``app.models_admin`` and
+Thin: each command builds settings, calls one function of ``app.ops.models`` and
 prints what it returns with rich.
 """
 
@@ -10,26 +10,19 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from app.cli.options import build_settings, console, run_async
 from app.store.registry import ModelRecord
 
 models_app = typer.Typer(
     no_args_is_help=True,
     help="The model registry: list, show, promote, roll back, shadow.",
 )
-console = Console()
 
 # The metric shown first for a kind of model in `models list`.
 HEADLINE = {"binary": ("roc_auc", "pr_auc"), "multiclass": ("accuracy", "macro_f1")}
-
-
-def _cli() -> Any:
-    from app import cli  # late: cli imports this module to register the commands
-
-    return cli
 
 
 def _status(record: ModelRecord) -> str:
@@ -54,11 +47,10 @@ def models_list(
     name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
 ) -> None:
     """Every registered version with its status and headline metrics."""
-    cli = _cli()
-    settings = cli._settings()
-    from app.models_admin import list_models
+    settings = build_settings()
+    from app.ops.models import list_models
 
-    records = cli._run(lambda: list_models(settings, name))
+    records = run_async(lambda: list_models(settings, name))
     if not records:
         console.print("no models registered yet: `arbiter run` registers the first ones")
         return
@@ -75,11 +67,10 @@ def models_list(
 @models_app.command("show")
 def models_show(name: Annotated[str, typer.Argument(help="e.g. transaction.fraud")]) -> None:
     """One model: every version's metrics, parameters, files and the registry's history."""
-    cli = _cli()
-    settings = cli._settings()
-    from app.models_admin import show_model
+    settings = build_settings()
+    from app.ops.models import show_model
 
-    detail = cli._run(lambda: show_model(settings, name))
+    detail = run_async(lambda: show_model(settings, name))
     console.print(f"[bold]{escape(name)}[/]  artifacts: {escape(detail.artifacts_dir)}")
     for r in reversed(detail.versions):
         console.print(
@@ -124,22 +115,20 @@ def models_promote(
     version: Annotated[int, typer.Argument(help="The version number to put in service.")],
 ) -> None:
     """Make VERSION the champion (files verified first); consumers swap within seconds."""
-    cli = _cli()
-    settings = cli._settings()
-    from app.models_admin import promote
+    settings = build_settings()
+    from app.ops.models import promote
 
-    record = cli._run(lambda: promote(settings, name, version))
+    record = run_async(lambda: promote(settings, name, version))
     console.print(f"{escape(name)} {record.meta.tag} is the champion")
 
 
 @models_app.command("rollback")
 def models_rollback(name: Annotated[str, typer.Argument(help="e.g. transaction.fraud")]) -> None:
     """Retire the champion and bring back the version that served before it."""
-    cli = _cli()
-    settings = cli._settings()
-    from app.models_admin import rollback
+    settings = build_settings()
+    from app.ops.models import rollback
 
-    retired, restored = cli._run(lambda: rollback(settings, name))
+    retired, restored = run_async(lambda: rollback(settings, name))
     console.print(
         f"{escape(name)}: {retired.meta.tag} retired, {restored.meta.tag} is the champion again"
     )
@@ -152,22 +141,20 @@ def models_shadow(
     off: Annotated[bool, typer.Option("--off", help="Take it out of shadow.")] = False,
 ) -> None:
     """Score beside the champion with VERSION, logging its scores; it never decides."""
-    cli = _cli()
-    settings = cli._settings()
-    from app.models_admin import shadow
+    settings = build_settings()
+    from app.ops.models import shadow
 
-    record = cli._run(lambda: shadow(settings, name, version, not off))
+    record = run_async(lambda: shadow(settings, name, version, not off))
     state = "in shadow" if record.shadow else "out of shadow"
     console.print(f"{escape(name)} {record.meta.tag} is {state}")
 
 
 def explain(event_id: Annotated[str, typer.Argument(help="The event's event_id.")]) -> None:
     """Why an event got its decision: the rules that fired and what drove each score."""
-    cli = _cli()
-    settings = cli._settings()
-    from app.models_admin import explain as explain_event
+    settings = build_settings()
+    from app.ops.models import explain as explain_event
 
-    result = cli._run(lambda: explain_event(settings, event_id))
+    result = run_async(lambda: explain_event(settings, event_id))
     d = result.decision
     console.print(
         f"[bold]{escape(d.event_id)}[/] ({d.event_type}) → [bold]{escape(d.decision)}[/]  "
