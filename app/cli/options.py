@@ -10,10 +10,12 @@ nothing prints a traceback at a user for a configuration mistake.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
+import structlog
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -21,7 +23,7 @@ from rich.markup import escape
 
 from app.errors import ConfigError
 from app.logs import configure_logging
-from app.settings import Settings
+from app.settings import Settings, legacy_names_in
 
 console = Console()
 err = Console(stderr=True)
@@ -40,6 +42,10 @@ def build_settings(**overrides: Any) -> Settings:
         )
         fail(f"invalid settings: {problems}")
     configure_logging(settings.log.format, settings.log.level)
+    for old, new in legacy_names_in(os.environ):
+        structlog.get_logger("arbiter.settings").warning(
+            "a setting uses its old name; it still works, rename it", old=old, new=new
+        )
     return settings
 
 
