@@ -32,7 +32,7 @@ from connectors.http import dashboard_data as data
 from connectors.http.app import build_api
 from tests.harness import produce, service_settings, wait_until
 
-STATIC = Path(__file__).parent.parent / "app" / "api" / "static"
+STATIC = Path(__file__).parent.parent / "connectors" / "http" / "static"
 COMMENTS = re.compile(r"<!--.*?-->|/\*.*?\*/|^\s*//.*?$", re.S | re.M)
 
 
