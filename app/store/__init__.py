@@ -1,7 +1,10 @@
-"""The store: the decision ledger (exactly one decision per event_id) and its schema.
+"""The store: every table Arbiter keeps, behind small classes that take an engine.
 
 ``db`` builds engines, ``tables`` defines the schema, ``migrate`` keeps the database at
-the schema this code expects, ``ledger`` reads and writes decisions and dead letters.
+the schema this code expects, ``sql`` holds the helpers the others share. ``ledger``
+(decisions and dead letters, exactly one decision per event), ``outbox`` (webhook
+deliveries), ``outcomes``, ``registry`` (model versions), ``training`` (runs and leases)
+and ``keys`` (API keys) read and write their tables.
 """
 
 from __future__ import annotations
