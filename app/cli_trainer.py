@@ -44,7 +44,7 @@ def train(
     cli = _cli()
     settings = cli._settings(trainer_budget_s=budget)
     from app.store.migrate import open_migrated
-    from app.trainer.job import target_of
+    from app.trainer.jobs.run import target_of
     from app.trainer.service import Trainer
 
     try:

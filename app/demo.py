@@ -36,7 +36,6 @@ from rich.table import Table
 from app.errors import ConfigError
 from app.inference import artifacts
 from app.inference.catalog import MODELS
-from app.inference.lifecycle import train_first
 from app.service import Components, ConsumeLoop, start_components
 from app.settings import Settings
 from app.simulator.emit import emit
@@ -45,6 +44,7 @@ from app.store import tables
 from app.store.ledger import percentiles
 from app.store.registry import ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
+from app.trainer.jobs.first import train_first
 from app.trainer.service import RunOutcome, Trainer
 from app.values import BatchResult
 

@@ -24,15 +24,10 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from app.errors import ConfigError, TransientError
 from app.inference.catalog import SCORE_TYPES
-from app.inference.lifecycle import (
-    ModelWatcher,
-    ensure_champions,
-    load_in_service,
-    replay_history,
-)
 from app.inference.scoring import Scorer
 from app.metrics import CONSUME_TO_COMMIT, RULES_RELOADS, LagReporter, set_versions_in_service
 from app.outbox.config import Endpoints, check_rule_webhooks, load_endpoints
+from app.pipeline.models import ModelWatcher, load_in_service, replay_history
 from app.pipeline.processor import BatchProcessor, summarise
 from app.rules.engine import RulesEngine
 from app.rules.loader import load_rulesets
@@ -44,6 +39,7 @@ from app.store.db import check_connection, create_engine
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
+from app.trainer.bootstrap import ensure_champions
 from app.values import BatchResult, InRecord, OutMessage
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import ensure_topics, make_consumer, make_producer, publish_all

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from app.inference.lifecycle import ensure_champions
 from app.inference.scoring import ScoredBatch, Scorer
 from app.pipeline.processor import BatchProcessor
 from app.service import ConsumeLoop, start_components
@@ -23,6 +22,7 @@ from app.settings import Settings
 from app.simulator.generate import generate
 from app.store import create_engine, migrate
 from app.store.registry import ModelRegistry
+from app.trainer.bootstrap import ensure_champions
 from connectors.broker import EmbeddedBroker
 from schemas import EventBase
 from tests.harness import header, produce, read_topics, wait_until

@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from app.inference.lifecycle import scorer_from_folder
+from app.inference.loading import scorer_from_folder
 from app.pipeline.decode import decode_event
 from app.pipeline.stages import Valid, assemble_decisions, rule_facts
 from app.service import load_rules_engine
