@@ -20,6 +20,9 @@ with.
 A crash anywhere leaves at most an unregistered version folder behind (written through
 a staging folder, so never a half one): the registry only changes in the caller, after
 ``run_job`` has returned.
+
+What a run takes and gives back (``TrainJob``, ``ModelResult``, ...) is in ``run``; the
+common end of both families' runs (the report) in ``conclude``.
 """
 
 from __future__ import annotations
