@@ -23,14 +23,9 @@ from aiokafka.errors import KafkaError
 
 from app.errors import ConfigError
 from app.inference.catalog import SCORE_TYPES
-from app.inference.lifecycle import (
-    ModelWatcher,
-    ensure_champions,
-    load_in_service,
-    replay_history,
-)
 from app.inference.scoring import Scorer
 from app.outbox.config import Endpoints, check_rule_webhooks, load_endpoints
+from app.pipeline.models import ModelWatcher, load_in_service, replay_history
 from app.pipeline.processor import BatchProcessor
 from app.pipeline.upkeep import Upkeep, publish_topics
 from app.rules.loader import load_rulesets
@@ -42,6 +37,7 @@ from app.store.db import check_connection, create_engine
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
+from app.trainer.bootstrap import ensure_champions
 from app.values import OutMessage
 from connectors.broker import EmbeddedBroker
 from connectors.kafka.client import ensure_topics, make_producer, publish_all

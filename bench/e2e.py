@@ -42,10 +42,11 @@ from sqlalchemy import DateTime, Float, String
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.inference.lifecycle import scorer_from_folder
+from app.inference.loading import scorer_from_folder
 from app.processes.simulate import emit
 from app.settings import EVENT_TYPES
 from app.simulator.generate import generate
+from app.trainer.jobs.first import train_missing
 from app.values import OutMessage
 from connectors.broker import EmbeddedBroker
 from connectors.kafka.client import ensure_topics, make_consumer, make_producer, publish_all
@@ -539,7 +540,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Figure]:
         models_dir = args.models_dir or root / "models"
         print(f"models: {models_dir} (training if absent) …", flush=True)
         t0 = time.perf_counter()
-        await asyncio.get_running_loop().run_in_executor(None, scorer_from_folder, models_dir)
+        await asyncio.get_running_loop().run_in_executor(None, train_missing, models_dir)
         print(f"models ready in {time.perf_counter() - t0:.1f}s", flush=True)
         sizes = {"arbiter": args.events, "naive": args.naive_events, "passthrough": args.events}
         figs: dict[str, Figure] = {}

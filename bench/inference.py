@@ -49,6 +49,7 @@ from threadpoolctl import threadpool_limits
 from app.inference import artifacts, features, tabular
 from app.inference.features import History, Row
 from app.simulator.generate import training_set
+from app.trainer.jobs import fit_tabular
 from schemas import Transaction
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,7 +95,7 @@ def best(repeat: int, measure: Callable[[], float]) -> float:
     return max(measure() for _ in range(repeat))
 
 
-def served_model(fitted: tabular.FittedTabular) -> tabular.ServedTabular:
+def served_model(fitted: fit_tabular.FittedTabular) -> tabular.ServedTabular:
     meta = artifacts.describe(fitted.spec.name, fitted, version=1, trained_on="bench")
     return tabular.ServedTabular(meta, fitted.pipeline)
 
@@ -176,10 +177,10 @@ def first_model_auc(
     order = sorted(range(len(events)), key=lambda i: events[i].occurred_at)
     x = np.asarray([first_model_row(events[i]) for i in order], dtype=np.float64)
     y = np.asarray([bool(labels[i][spec.label]) for i in order], dtype=int)
-    cut = int(len(y) * (1 - tabular.HOLDOUT_SHARE))
+    cut = int(len(y) * (1 - fit_tabular.HOLDOUT_SHARE))
     positives = int(y[:cut].sum())
     weight = np.sqrt(np.where(y[:cut] == 1, (cut - positives) / positives, 1.0))
-    model = tabular.make_estimator("hgb", 0)
+    model = fit_tabular.make_estimator("hgb", 0)
     assert isinstance(model, HistGradientBoostingClassifier)
     with threadpool_limits(1, user_api="openmp"):
         model.fit(x[:cut], y[:cut], sample_weight=weight)
@@ -187,20 +188,20 @@ def first_model_auc(
     return float(roc_auc_score(y[cut:], proba))
 
 
-def training_table(args: argparse.Namespace) -> tuple[str, dict[str, tabular.FittedTabular]]:
+def training_table(args: argparse.Namespace) -> tuple[str, dict[str, fit_tabular.FittedTabular]]:
     lines = [
         "| model | estimator | train / holdout | ROC-AUC | baseline ROC-AUC (first model) "
         "| PR-AUC | Brier | log loss | fit s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    kept: dict[str, tabular.FittedTabular] = {}
+    kept: dict[str, fit_tabular.FittedTabular] = {}
     for spec in tabular.SPECS:
         n = args.train if spec.event_type == "transaction" else int(args.train * 2 / 3)
         events, labels = training_set(spec.event_type, n, seed=1)
         baseline = first_model_auc(spec, events, labels)
-        cut = int(n * (1 - tabular.HOLDOUT_SHARE))
-        for estimator in tabular.ESTIMATORS:
-            fitted = tabular.fit(spec, events, labels, estimator=estimator)
+        cut = int(n * (1 - fit_tabular.HOLDOUT_SHARE))
+        for estimator in fit_tabular.ESTIMATORS:
+            fitted = fit_tabular.fit(spec, events, labels, estimator=estimator)
             m = fitted.metrics
             lines.append(
                 f"| {spec.name} | {estimator} | {cut:,} / {n - cut:,} | {m['roc_auc']:.4f} "
@@ -259,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rates: list[Rates] = []
     costs: list[str] = []
-    for name in tabular.ESTIMATORS:
+    for name in fit_tabular.ESTIMATORS:
         model = served_model(fitted[name])
         if name in SERVED:
             rates += measure_rates(name, model, rows, args)

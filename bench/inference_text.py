@@ -27,6 +27,7 @@ from app.inference import encoder as enc
 from app.inference import text
 from app.inference.features import ticket_text
 from app.simulator.generate import training_set
+from app.trainer.jobs import fit_text
 
 TRAIN_N = 1500
 BATCH_1_TEXTS = 64
@@ -82,7 +83,7 @@ def run_text_bench(n: int = 512, threads: int | None = None) -> list[str]:
         "| category acc | urgency acc | sentiment acc |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lexicon = text.fit_lexicon(train)
+    lexicon = fit_text.fit_lexicon(train)
     lex_train, lex_test = lexicon.transform(train), lexicon.transform(test)
     reference: np.ndarray | None = None
     for variant in enc.VARIANTS:
@@ -103,8 +104,8 @@ def run_text_bench(n: int = 512, threads: int | None = None) -> list[str]:
         accuracy = []
         for spec in text.SPECS:
             truth = np.asarray(y_test[spec.name])
-            served = text.fit_head(x_train, y_train[spec.name], lexicon, lex_train)
-            alone = text.fit_head(x_train, y_train[spec.name])
+            served = fit_text.fit_head(x_train, y_train[spec.name], lexicon, lex_train)
+            alone = fit_text.fit_head(x_train, y_train[spec.name])
             hit = np.asarray(served.classes)[served.logits(x_test, lex_test).argmax(axis=1)]
             hit_alone = np.asarray(alone.classes)[alone.logits(x_test).argmax(axis=1)]
             accuracy.append(

@@ -57,6 +57,7 @@ from app.rules.runtime.engine import RulesEngine
 from app.rules.windows.store import WindowStore
 from app.settings import Settings
 from app.simulator.generate import training_set
+from app.trainer.jobs.first import train_missing
 from app.wiring import rule_vocabulary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -437,7 +438,7 @@ async def e2e_runs(args: argparse.Namespace, work: Path) -> dict[str, list[Any]]
     configure_logging("console", "error")  # e2e dead-letters 2 %: one line each
     models_dir = args.models_dir or work / "models"
     print(f"e2e: models {models_dir} (training if absent) …", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, e2e.scorer_from_folder, models_dir)
+    await asyncio.get_running_loop().run_in_executor(None, train_missing, models_dir)
     folders = {"off": rules_off_folder(work / "rules-off"), "on": SHIPPED_RULES}
     figs: dict[str, list[Any]] = {"off": [], "on": []}
     for attempt in range(args.e2e_repeat):

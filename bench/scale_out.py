@@ -52,10 +52,10 @@ from typing import Any
 
 from benchlib import append_results, git_commit
 
-from app.inference.lifecycle import scorer_from_folder
 from app.processes.simulate import emit
 from app.settings import EVENT_TYPES
 from app.simulator.generate import generate
+from app.trainer.jobs.first import train_missing
 from connectors.broker import EmbeddedBroker
 from connectors.kafka.client import ensure_topics
 
@@ -428,7 +428,7 @@ async def main_async(args: argparse.Namespace) -> list[Figure]:
         root = Path(tmp)
         models_dir = args.models_dir or Path(tempfile.gettempdir()) / "arbiter-scale-bench-models"
         print(f"models: {models_dir} (training if absent) …", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, scorer_from_folder, models_dir)
+        await asyncio.get_running_loop().run_in_executor(None, train_missing, models_dir)
         for round_ in range(args.repeat):
             order = procs if round_ % 2 == 0 else list(reversed(procs))
             for k in order:

@@ -12,7 +12,7 @@ it is not training) becomes ``Record``s as the ledger would hand them over (payl
   judge (the rest until the challenger is written: holdout scoring, verdict and the
   drift reference, which scores every training row), write (artifact, reload,
   importances) and report.
-- **baseline**: ``tabular.fit(spec, events, labels)`` on the same events: one HGB with
+- **baseline**: ``fit_tabular.fit(spec, events, labels)`` on the same events: one HGB with
   its default settings, no selection, no search, no cap, the newest 25 % held out.
   That is what the trainer costs on top of a bare fit. Its holdout is scored again
   after the timed call to give ``caught_at_review`` too.
@@ -48,8 +48,10 @@ from typing import Any
 from app.inference import tabular
 from app.inference.tabular_fast import one_openmp_thread
 from app.simulator.generate import labelled_events
-from app.trainer.evaluate import binary_metrics
-from app.trainer.job import Limits, Record, TrainJob, run_job
+from app.trainer.jobs import fit_tabular
+from app.trainer.jobs.evaluate import binary_metrics
+from app.trainer.jobs.job import run_job
+from app.trainer.jobs.run import Limits, Record, TrainJob
 from bench.benchlib import REPO, append_results, git_commit
 
 MODEL = "transaction.fraud"
@@ -175,12 +177,12 @@ def baseline_part(n: int, args: argparse.Namespace) -> dict[str, Any]:
     generate_s = time.perf_counter() - t0
     spec = tabular.spec_for(MODEL)
     t0 = time.perf_counter()
-    fitted = tabular.fit(spec, events, labels)
+    fitted = fit_tabular.fit(spec, events, labels)
     total_s = time.perf_counter() - t0
     peak = peak_rss()
     # Not timed: the holdout again, for the metrics ``fit`` does not give.
     order = sorted(range(len(events)), key=lambda i: events[i].occurred_at)
-    cut = int(n * (1 - tabular.HOLDOUT_SHARE))
+    cut = int(n * (1 - fit_tabular.HOLDOUT_SHARE))
     rows = tabular.rows_in_order(spec, [events[i] for i in order])[cut:]
     y = [int(bool(labels[i][spec.label])) for i in order[cut:]]
     x = tabular.pipeline_input(rows, fitted.numeric, fitted.categorical)
@@ -230,7 +232,7 @@ def time_table(results: Sequence[tuple[int, Any, Any]]) -> str:
     lines = [
         "| labelled transactions | generate + records s (not training) | dataset s "
         "| feature rows s | selection s | search s (trials, budget stop) | refit s | judge s "
-        "| write s | report s | trainer total s | records/s | baseline `tabular.fit` s "
+        "| write s | report s | trainer total s | records/s | baseline `fit_tabular.fit` s "
         "(of which fit) | baseline rows/s | trainer / baseline |",
         "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -409,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "up to writing the challenger (holdout scoring, verdict, drift reference over every "
         "training row); write = artifact, reload, importances. records/s = labelled "
         "records handed in / trainer total\n"
-        "- baseline: `tabular.fit(spec, events, labels)` on the same events (feature rows, "
+        "- baseline: `fit_tabular.fit(spec, events, labels)` on the same events (feature rows, "
         "one default HGB on the oldest 75 %, holdout scoring; no selection, search or cap); "
         "caught_at_review scored again after the timed call. Where the trainer's cap "
         "keeps fewer examples than n, its holdout is the newest 25 % of those, not the "

@@ -33,7 +33,7 @@ def broker() -> Iterator[EmbeddedBroker]:
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first-start-up models, trained once and shared (read-only) by every test."""
     from app.inference.catalog import MODELS
-    from app.inference.lifecycle import train_first
+    from app.trainer.jobs.first import train_first
 
     models_dir = tmp_path_factory.mktemp("models")
     train_first(models_dir, list(MODELS), on_progress=lambda _msg: None)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from app.inference.lifecycle import ensure_champions
 from app.inference.scoring import ScoredBatch, Scorer
 from app.pipeline.processor import BatchProcessor
 from app.settings import Settings
 from app.simulator.generate import generate
 from app.store import create_engine, migrate
 from app.store.registry import ModelRegistry
+from app.trainer.bootstrap import ensure_champions
 from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
 from schemas import EventBase

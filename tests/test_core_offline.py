@@ -11,7 +11,7 @@ import pytest
 
 from app.core.offline import InMemoryWindows, as_records, run_batch
 from app.inference.catalog import SCORE_TYPES
-from app.inference.lifecycle import scorer_from_folder
+from app.inference.loading import scorer_from_folder
 from app.inference.scoring import Scorer
 from app.rules.language.spec import RuleSet
 from app.rules.loader import load_rulesets

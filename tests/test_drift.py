@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.inference.features import Row
-from app.trainer.drift import (
+from app.trainer.jobs.drift import (
     MAX_CATEGORIES,
     PSI_ALERT,
     PSI_NOTICE,

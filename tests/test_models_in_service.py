@@ -20,6 +20,7 @@ from app.settings import Settings
 from app.simulator.generate import generate, training_set
 from app.store.ledger import Ledger
 from app.store.registry import ModelRegistry
+from app.trainer.jobs import fit_tabular
 from app.values import StoredDecision
 from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
@@ -67,7 +68,7 @@ def _challenger(models_dir: Path) -> artifacts.ModelMeta:
     """A genuinely different second version: logistic regression on other simulator data."""
     spec = next(s for s in tabular.SPECS if s.name == NAME)
     events, labels = training_set("transaction", 4000, seed=5)
-    fitted = tabular.fit(spec, events, [bool(lb["fraud"]) for lb in labels], estimator="logreg")
+    fitted = fit_tabular.fit(spec, events, [bool(lb["fraud"]) for lb in labels], estimator="logreg")
     return artifacts.write_version(
         models_dir, NAME, fitted, trained_on="test: logreg seed=5", window=fitted.window
     )
@@ -197,7 +198,7 @@ def test_cli_models_list_and_show_print_the_registry(trained_models: Path, tmp_p
     adopt = (
         "import asyncio\n"
         "from pathlib import Path\n"
-        "from app.inference.lifecycle import ensure_champions\n"
+        "from app.trainer.bootstrap import ensure_champions\n"
         "from app.store.db import create_engine\n"
         "from app.store.registry import ModelRegistry\n"
         "async def main():\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from app.core.decode import decode_event
 from app.core.stages import Valid, assemble_decisions, rule_facts
-from app.inference.lifecycle import scorer_from_folder
+from app.inference.loading import scorer_from_folder
 from app.settings import Settings
 from app.values import InRecord
 from app.wiring import load_rules_engine

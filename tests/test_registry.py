@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.errors import ConfigError
 from app.inference import artifacts
 from app.inference.catalog import MODELS
-from app.inference.lifecycle import ensure_champions, load_in_service
 from app.inference.loading import load_served
+from app.pipeline.models import load_in_service
 from app.store.registry import ModelRegistry, VersionExists
 from app.store.tables import model_versions
+from app.trainer.bootstrap import ensure_champions
 from app.values import ModelMeta
 
 

@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 
 from app.inference.base import BatchContext, Prediction
 from app.inference.catalog import MODELS, SCORE_TYPES
-from app.inference.lifecycle import scorer_from_folder
+from app.inference.loading import scorer_from_folder
 from app.inference.scoring import Scorer
 from app.simulator.generate import training_set
 from app.store.ledger import Ledger
@@ -186,7 +186,7 @@ async def test_replay_history_feeds_the_ledgers_recent_decided_events(
     replayed from the ledger into the feature history; 0 hours replays nothing."""
     from datetime import timedelta
 
-    from app.inference.lifecycle import replay_history
+    from app.pipeline.models import replay_history
     from app.values import DecisionRecord
 
     events = [

@@ -28,6 +28,7 @@ from app.inference import artifacts, features, tabular, tabular_fast
 from app.inference.base import TOP_CONTRIBUTIONS, BatchContext
 from app.inference.features import History, Row, feature_rows
 from app.simulator.generate import training_set
+from app.trainer.jobs import fit_tabular
 from app.values import ModelMeta
 from schemas import EventBase, Order, OrderItem, Transaction
 from schemas.transaction import Device
@@ -96,7 +97,7 @@ def with_planted_attributes(events: list[EventBase], seed: int) -> list[EventBas
     return out
 
 
-def meta_of(fitted: tabular.FittedTabular) -> ModelMeta:
+def meta_of(fitted: fit_tabular.FittedTabular) -> ModelMeta:
     return artifacts.describe(fitted.spec.name, fitted, version=1, trained_on="test")
 
 
@@ -107,13 +108,15 @@ def tx_data() -> tuple[list[EventBase], list[Any]]:
 
 
 @pytest.fixture(scope="module")
-def fitted(tx_data: tuple[list[EventBase], list[Any]]) -> dict[str, tabular.FittedTabular]:
+def fitted(tx_data: tuple[list[EventBase], list[Any]]) -> dict[str, fit_tabular.FittedTabular]:
     events, labels = tx_data
-    return {name: tabular.fit(TX, events, labels, estimator=name) for name in tabular.ESTIMATORS}
+    return {
+        name: fit_tabular.fit(TX, events, labels, estimator=name) for name in fit_tabular.ESTIMATORS
+    }
 
 
 @pytest.fixture(scope="module")
-def served(fitted: dict[str, tabular.FittedTabular]) -> dict[str, tabular.ServedTabular]:
+def served(fitted: dict[str, fit_tabular.FittedTabular]) -> dict[str, tabular.ServedTabular]:
     return {name: tabular.ServedTabular(meta_of(f), f.pipeline) for name, f in fitted.items()}
 
 
@@ -251,7 +254,7 @@ def test_columns_are_discovered_with_attribute_kinds() -> None:
     rows[3]["attr.nothing"] = None
     for row in rows:
         row["attr.mixed"] = row.get("attr.mixed", 1.0)
-    numeric, categorical = tabular.discover_columns(rows)
+    numeric, categorical = fit_tabular.discover_columns(rows)
     assert numeric == ("amount", "attr.n")
     assert categorical == ("attr.mixed", "attr.tier")
 
@@ -259,7 +262,7 @@ def test_columns_are_discovered_with_attribute_kinds() -> None:
 # --- training ---------------------------------------------------------------------------
 
 
-def test_fitted_models_describe_themselves(fitted: dict[str, tabular.FittedTabular]) -> None:
+def test_fitted_models_describe_themselves(fitted: dict[str, fit_tabular.FittedTabular]) -> None:
     """Every fit reports holdout metrics, its window and the planted attribute columns."""
     for name, model in fitted.items():
         assert model.family == "tabular"
@@ -275,7 +278,7 @@ def test_fitted_models_describe_themselves(fitted: dict[str, tabular.FittedTabul
         assert model.window[0].startswith("2026-01-01")
 
 
-def test_holdout_roc_auc_beats_a_floor(fitted: dict[str, tabular.FittedTabular]) -> None:
+def test_holdout_roc_auc_beats_a_floor(fitted: dict[str, fit_tabular.FittedTabular]) -> None:
     """On 4,000 simulator transactions (seed 3, planted attributes) the newest 25 % scored
     0.895 (hgb), 0.906 (logreg), 0.886 (forest) when measured; floors are a few points lower."""
     floors = {"hgb": 0.85, "logreg": 0.87, "forest": 0.85}
@@ -287,7 +290,7 @@ def test_order_model_beats_a_floor_and_accepts_plain_outcomes() -> None:
     """order.risk on 4,000 orders (seed 3) scored 0.883 (hgb) when measured; labels may be
     plain booleans as well as label dicts."""
     events, labels = training_set("order", TRAIN_SIZE, seed=SEED)
-    model = tabular.fit(ORDER, events, [bool(lb["problem"]) for lb in labels])
+    model = fit_tabular.fit(ORDER, events, [bool(lb["problem"]) for lb in labels])
     assert model.metrics["roc_auc"] > 0.85
     assert model.params["score"] == "risk"
     assert "attr.customer_age_days" in model.numeric
@@ -297,19 +300,19 @@ def test_fit_refuses_data_with_one_outcome() -> None:
     """Without a positive example there is nothing to learn: say so."""
     events, _ = training_set("transaction", 200, seed=SEED)
     with pytest.raises(ValueError, match="need both outcomes"):
-        tabular.fit(TX, events, [False] * len(events))
+        fit_tabular.fit(TX, events, [False] * len(events))
 
 
 def test_unknown_estimator_is_refused() -> None:
     """The estimator names are the ones the trainer compares."""
     with pytest.raises(ValueError, match="hgb, logreg, forest"):
-        tabular.make_estimator("svm")
+        fit_tabular.make_estimator("svm")
 
 
 # --- the fast path ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("estimator", tabular.ESTIMATORS)
+@pytest.mark.parametrize("estimator", fit_tabular.ESTIMATORS)
 @pytest.mark.parametrize("batch", [1, 8, 64, 512])
 def test_fast_path_equals_the_pipeline(
     served: dict[str, tabular.ServedTabular], score_rows: list[Row], estimator: str, batch: int
@@ -471,7 +474,7 @@ def test_predict_shares_rows_and_history_through_the_batch_context(
 
 
 def test_write_and_load_round_trip_gives_identical_probabilities(
-    fitted: dict[str, tabular.FittedTabular],
+    fitted: dict[str, fit_tabular.FittedTabular],
     served: dict[str, tabular.ServedTabular],
     score_rows: list[Row],
     tmp_path: Path,
@@ -491,7 +494,7 @@ def test_write_and_load_round_trip_gives_identical_probabilities(
 
 
 def test_load_refuses_untrusted_types(
-    fitted: dict[str, tabular.FittedTabular], tmp_path: Path
+    fitted: dict[str, fit_tabular.FittedTabular], tmp_path: Path
 ) -> None:
     """A model.skops holding a type outside TABULAR_TRUSTED_TYPES is not loaded."""
     pipeline = fitted["logreg"].pipeline
@@ -502,7 +505,7 @@ def test_load_refuses_untrusted_types(
 
 
 def test_load_refuses_a_record_that_does_not_match_the_artifact(
-    fitted: dict[str, tabular.FittedTabular], tmp_path: Path
+    fitted: dict[str, fit_tabular.FittedTabular], tmp_path: Path
 ) -> None:
     """meta.features must describe what the Pipeline produces; missing params are named."""
     model = fitted["hgb"]

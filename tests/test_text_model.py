@@ -25,6 +25,7 @@ from app.inference import artifacts, text
 from app.inference import encoder as enc
 from app.inference.base import BatchContext
 from app.simulator.generate import training_set
+from app.trainer.jobs import fit_text
 from app.values import ModelMeta
 from schemas import Ticket
 
@@ -36,17 +37,17 @@ def texts_of(events: Sequence[Any]) -> list[str]:
     return [f"{e.subject}\n{e.body}" for e in events]
 
 
-def meta_for(fitted: text.FittedText, **changes: Any) -> ModelMeta:
+def meta_for(fitted: fit_text.FittedText, **changes: Any) -> ModelMeta:
     meta = artifacts.describe(fitted.spec.name, fitted, version=1, trained_on="test")
     return replace(meta, **changes)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, text.FittedText]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, fit_text.FittedText]:
     """fit_all once: fp32 baseline, int8 and onnx compared (onnx exported to a temp dir)."""
     events, labels = training_set("ticket", TRAIN_N, seed=1)
     cache = tmp_path_factory.mktemp("encoder-cache")
-    return text.fit_all(
+    return fit_text.fit_all(
         events,  # type: ignore[arg-type]
         labels,
         variants=("fp32", "int8", "onnx"),
@@ -56,7 +57,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, text.FittedTe
 
 @pytest.fixture(scope="module")
 def served(
-    trained: dict[str, text.FittedText], tmp_path_factory: pytest.TempPathFactory
+    trained: dict[str, fit_text.FittedText], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, text.ServedText]:
     """Every head written to its own folder and loaded back, as the registry does."""
     out = {}
@@ -232,7 +233,7 @@ def test_int8_embeddings_and_heads_agree_with_fp32(
     floors = {"ticket.category": 0.97, "ticket.urgency": 0.88, "ticket.sentiment": 0.88}
     for spec in text.SPECS:
         y = [str(lb[spec.label]) for lb in train_labels]
-        head_a, head_b = text.fit_head(xa, y), text.fit_head(xb, y)
+        head_a, head_b = fit_text.fit_head(xa, y), fit_text.fit_head(xb, y)
         agree = float(np.mean(head_a.logits(a).argmax(1) == head_b.logits(b).argmax(1)))
         assert agree >= floors[spec.name], (spec.name, agree)
 
@@ -248,7 +249,9 @@ def test_the_onnx_export_reproduces_fp32(tmp_path: Path) -> None:
     assert float(onnx.embed(["ok"])[0] @ a[0]) > 0.9999
 
 
-def test_fit_all_records_the_gate_metrics_and_window(trained: dict[str, text.FittedText]) -> None:
+def test_fit_all_records_the_gate_metrics_and_window(
+    trained: dict[str, fit_text.FittedText],
+) -> None:
     """Every head carries its accuracy, macro-F1, fp32's accuracy, each measured variant's
     speed, the chosen variant with the encoder fingerprint, and the training window."""
     fingerprint = enc.get_encoder("fp32").fingerprint
@@ -257,14 +260,14 @@ def test_fit_all_records_the_gate_metrics_and_window(trained: dict[str, text.Fit
     for fitted in trained.values():
         chosen = fitted.params["variant"]
         assert fitted.params["encoder_fingerprint"] == fingerprint
-        assert fitted.params["gate"] == text.GATE_TEXT
+        assert fitted.params["gate"] == fit_text.GATE_TEXT
         assert fitted.family == "text"
         assert fitted.kind == "multiclass"
         assert fitted.features == ("text",)
         m = fitted.metrics
         assert {"accuracy", "macro_f1", "fp32_accuracy", "fp32_tickets_per_s"} <= set(m)
         assert m["accuracy"] == m[f"{chosen}_accuracy"]
-        assert m["accuracy"] >= m["fp32_accuracy"] - text.GATE
+        assert m["accuracy"] >= m["fp32_accuracy"] - fit_text.GATE
         for variant in ("int8", "onnx"):
             assert m[f"{variant}_tickets_per_s"] > 0
         start, end = (datetime.fromisoformat(t) for t in fitted.window)
@@ -272,7 +275,7 @@ def test_fit_all_records_the_gate_metrics_and_window(trained: dict[str, text.Fit
 
 
 def test_write_load_round_trip_predicts_identically(
-    trained: dict[str, text.FittedText],
+    trained: dict[str, fit_text.FittedText],
     served: dict[str, text.ServedText],
     fresh: tuple[list[Ticket], list[dict[str, Any]]],
 ) -> None:
@@ -293,7 +296,7 @@ def test_write_load_round_trip_predicts_identically(
 
 
 def test_a_head_that_does_not_match_its_meta_is_refused(
-    trained: dict[str, text.FittedText], tmp_path: Path
+    trained: dict[str, fit_text.FittedText], tmp_path: Path
 ) -> None:
     """A head whose shape disagrees with meta.classes, a head for another encoder, and an
     unreadable file are each a ConfigError naming the problem."""
@@ -376,7 +379,7 @@ def test_the_gate_serves_the_fastest_variant_within_half_a_point_of_fp32(
     monkeypatch.setattr(enc, "get_encoder", fake_get_encoder)
     events, labels = training_set("ticket", 400, seed=2)
     progress: list[str] = []
-    fitted = text.fit_all(
+    fitted = fit_text.fit_all(
         events,  # type: ignore[arg-type]
         labels,
         variants=("fp32", "noisy", "same", "slow", "broken"),
@@ -385,7 +388,7 @@ def test_the_gate_serves_the_fastest_variant_within_half_a_point_of_fp32(
     )
     m = fitted["ticket.sentiment"].metrics
     assert fitted["ticket.sentiment"].params["variant"] == "same"
-    assert m["noisy_accuracy"] < m["fp32_accuracy"] - text.GATE
+    assert m["noisy_accuracy"] < m["fp32_accuracy"] - fit_text.GATE
     assert m["same_accuracy"] == m["fp32_accuracy"]
     assert "slow_accuracy" not in m
     assert m["slow_tickets_per_s"] < m["fp32_tickets_per_s"] < m["same_tickets_per_s"]

@@ -23,7 +23,8 @@ from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
 from app.store.training import TrainingStore
-from app.trainer.job import Limits, TrainJob, run_job
+from app.trainer.jobs.job import run_job
+from app.trainer.jobs.run import Limits, TrainJob
 from app.trainer.service import LEASE, Trainer
 from tests.trainer_data import FAST, records, scored_by, seed
 
@@ -121,7 +122,7 @@ async def migrated_sqlite(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 async def _registered(engine: AsyncEngine, settings: Settings) -> ModelRegistry:
-    from app.inference.lifecycle import ensure_champions
+    from app.trainer.bootstrap import ensure_champions
 
     registry = ModelRegistry(engine)
     await ensure_champions(registry, settings.resolved_models_dir)
@@ -338,7 +339,7 @@ async def test_a_shifted_feature_shows_as_a_psi_alert_on_that_feature(
     """Every recent transaction arrives through one channel (the training mix had five):
     the channel's PSI passes the alert threshold and is the worst; the score and the
     label rate are reported beside it."""
-    from app.trainer.drift import PSI_ALERT
+    from app.trainer.jobs.drift import PSI_ALERT
     from app.trainer.monitor import DriftLimits, measure
 
     engine = migrated_sqlite

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from app.inference.lifecycle import ensure_champions
 from app.simulator.generate import labelled_events
 from app.store import create_engine, upgrade
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
+from app.trainer.bootstrap import ensure_champions
 from tests.harness import arbiter
 from tests.trainer_data import scored_by, seed
 

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.inference import tabular
 from app.simulator.generate import training_set
 from app.store.outcomes import LabelledDecision
-from app.trainer.dataset import (
+from app.trainer.jobs import fit_tabular
+from app.trainer.jobs.dataset import (
     POSITIVE_STATUSES,
     Cleaning,
     Example,
@@ -238,7 +238,7 @@ def test_sample_weights_lift_positives_by_the_square_root_of_the_imbalance() -> 
     weights = sample_weights(y, times, half_life_days=None)
     assert weights[0] / weights[-1] == pytest.approx(3.0)
     assert weights.mean() == pytest.approx(1.0)
-    own = tabular.imbalance_weights(y)
+    own = fit_tabular.imbalance_weights(y)
     np.testing.assert_allclose(weights, own / own.mean())
 
 

@@ -27,13 +27,13 @@ from unittest.mock import ANY
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.inference.lifecycle import ensure_champions
 from app.simulator.generate import generate, labelled_events
 from app.store import create_engine, upgrade
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
+from app.trainer.bootstrap import ensure_champions
 from app.trainer.service import LEASE, STOPPED
 from connectors.broker import EmbeddedBroker
 from tests.harness import ArbiterProcess, json_log_lines, produce, wait_decided, wait_until

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.trainer.plots import (
+from app.trainer.report.plots import (
     MAX_BARS,
     MAX_POINTS,
     Series,
@@ -25,7 +25,7 @@ from app.trainer.plots import (
     histogram,
     line_chart,
 )
-from app.trainer.report import Confusion, Curves, ReportData, write_report
+from app.trainer.report.report import Confusion, Curves, ReportData, write_report
 
 SVG = "{http://www.w3.org/2000/svg}"
 NASTY = 'a<b & "c">'

@@ -18,9 +18,10 @@ from sklearn.metrics import log_loss as sk_log_loss
 from app.inference import tabular
 from app.inference.features import Row
 from app.simulator.generate import training_set
-from app.trainer.dataset import NotEnoughData, sample_weights
-from app.trainer.evaluate import PRIMARY, binary_metrics, multiclass_metrics, verdict
-from app.trainer.search import SPACE, Trial, search, select_features, time_folds
+from app.trainer.jobs import fit_tabular
+from app.trainer.jobs.dataset import NotEnoughData, sample_weights
+from app.trainer.jobs.evaluate import PRIMARY, binary_metrics, multiclass_metrics, verdict
+from app.trainer.jobs.search import SPACE, Trial, search, select_features, time_folds
 
 TX = tabular.spec_for("transaction.fraud")
 N = 2_500
@@ -42,7 +43,7 @@ def data() -> Data:
     events, labels = training_set("transaction", N, seed=SEED)
     rows = tabular.rows_in_order(TX, events)
     y = np.asarray([int(lb["fraud"]) for lb in labels])
-    numeric, categorical = tabular.discover_columns(rows)
+    numeric, categorical = fit_tabular.discover_columns(rows)
     weights = sample_weights(y, [e.occurred_at for e in events], half_life_days=None)
     x = tabular.pipeline_input(rows, numeric, categorical)
     return Data(rows, y, weights, numeric, categorical, x)
@@ -66,23 +67,23 @@ class FakeClock:
 def test_make_estimator_overrides_defaults_and_refuses_unknown_parameters() -> None:
     """Given params replace the defaults and nothing else; an unknown name is refused
     with the names the estimator takes."""
-    hgb = tabular.make_estimator("hgb", 3, max_iter=20, learning_rate=0.15)
+    hgb = fit_tabular.make_estimator("hgb", 3, max_iter=20, learning_rate=0.15)
     assert (hgb.max_iter, hgb.learning_rate, hgb.max_leaf_nodes) == (20, 0.15, 15)
     assert hgb.random_state == 3
-    assert tabular.make_estimator("forest", max_depth=None).max_depth is None
+    assert fit_tabular.make_estimator("forest", max_depth=None).max_depth is None
     with pytest.raises(ValueError, match=r"'gamma'.*use any of .*\bC\b") as info:
-        tabular.make_estimator("logreg", gamma=1.0, C=2.0)
+        fit_tabular.make_estimator("logreg", gamma=1.0, C=2.0)
     assert "max_iter" in str(info.value)
 
 
-@pytest.mark.parametrize("name", tabular.ESTIMATORS)
+@pytest.mark.parametrize("name", fit_tabular.ESTIMATORS)
 def test_first_setting_in_the_search_space_is_todays_default(name: str) -> None:
     """SPACE[estimator][0] is exactly make_estimator's default, and every setting is
     accepted by make_estimator."""
-    defaults = tabular.make_estimator(name).get_params()
+    defaults = fit_tabular.make_estimator(name).get_params()
     assert {k: defaults[k] for k in SPACE[name][0]} == SPACE[name][0]
     for params in SPACE[name]:
-        tabular.make_estimator(name, **params)
+        fit_tabular.make_estimator(name, **params)
     assert len({tuple(sorted(p.items(), key=str)) for p in SPACE[name]}) == len(SPACE[name])
 
 
@@ -90,12 +91,12 @@ def test_fit_rows_equals_fit_on_the_same_rows(data: Data) -> None:
     """fit_rows on fit's training rows, columns and window gives the same model; the
     chosen hyper-parameters are recorded in params (JSON-safe)."""
     events, labels = training_set("transaction", 1_200, seed=SEED + 1)
-    whole = tabular.fit(TX, events, labels, estimator="hgb")
+    whole = fit_tabular.fit(TX, events, labels, estimator="hgb")
     rows = tabular.rows_in_order(TX, events)
-    cut = int(len(rows) * (1 - tabular.HOLDOUT_SHARE))
+    cut = int(len(rows) * (1 - fit_tabular.HOLDOUT_SHARE))
     y = np.asarray([int(lb["fraud"]) for lb in labels])
-    numeric, categorical = tabular.discover_columns(rows[:cut])
-    part = tabular.fit_rows(
+    numeric, categorical = fit_tabular.discover_columns(rows[:cut])
+    part = fit_tabular.fit_rows(
         TX,
         rows[:cut],
         y[:cut],
@@ -118,7 +119,7 @@ def test_fit_rows_equals_fit_on_the_same_rows(data: Data) -> None:
     )
     assert whole.params["estimator_params"] == {}
 
-    tuned = tabular.fit_rows(
+    tuned = fit_tabular.fit_rows(
         TX,
         data.rows[:800],
         data.y[:800],

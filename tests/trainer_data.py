@@ -9,7 +9,7 @@ from typing import Any
 
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
-from app.trainer.job import Limits, Record
+from app.trainer.jobs.run import Limits, Record
 from app.values import DecisionRecord
 from schemas import EventBase, Outcome
 

@@ -36,7 +36,7 @@ def train(
     """Train NAME now from the logged outcomes; promote the result only if it is better."""
     settings = build_settings(trainer_budget_s=budget)
     from app.store.migrate import open_migrated
-    from app.trainer.job import target_of
+    from app.trainer.jobs.run import target_of
     from app.trainer.service import Trainer
 
     try:

@@ -4,8 +4,8 @@
 event: named raw features (numbers as ``float``, categories as ``str``, ``None`` where a
 value is missing), plus every key of ``event.attributes`` as ``attr.<key>`` (numbers stay
 numbers, strings and booleans become categories). The tabular models
-(``app/inference/tabular.py``) discover their columns from these rows when they are
-trained, so a new attribute becomes a feature at the next training without a code change.
+(``app/trainer/jobs/fit_tabular.py``) discover their columns from these rows when they
+are trained, so a new attribute becomes a feature at the next training without a code change.
 
 Some features compare an event with the same party's earlier events (``amount_vs_recent``:
 this amount over the account's recent average). ``History`` holds that state, bounded;

@@ -1,7 +1,8 @@
-"""Loading one model version: verify its files, then hand it to its family's loader.
+"""Loading model versions: verify their files, then hand each to its family's loader.
 
 Pure of I/O libraries (files only), so the trainer's child process and the service load
-versions the same way.
+versions the same way. ``scorer_from_folder`` builds a scorer straight from a models
+folder, without a registry (the benchmarks, the README check).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 from app.errors import ConfigError
 from app.inference import artifacts
 from app.inference.base import Served
+from app.inference.catalog import MODELS
+from app.inference.scoring import Scorer
 from app.values import ModelMeta
 
 
@@ -29,3 +32,21 @@ def load_served(models_dir: Path, meta: ModelMeta) -> Served:
         f"model {meta.name} {meta.tag} has unknown family {meta.family!r} "
         "(known: tabular, text): retire the version"
     )
+
+
+def scorer_from_folder(models_dir: Path) -> Scorer:
+    """Without a registry: the newest version of every model in ``models_dir``.
+
+    Files only: a model with no version there is refused (the trainer's
+    ``app.trainer.jobs.first.train_missing`` writes first models into a folder).
+    """
+    newest: dict[str, ModelMeta] = {}
+    for meta in artifacts.scan(models_dir):
+        newest[meta.name] = meta  # scan sorts by version: the last one wins
+    missing = [name for name in MODELS if name not in newest]
+    if missing:
+        raise ConfigError(
+            f"{models_dir} holds no version of {', '.join(missing)}: train first models "
+            "into it (app.trainer.jobs.first.train_missing) or use a complete models folder"
+        )
+    return Scorer({name: load_served(models_dir, newest[name]) for name in MODELS})

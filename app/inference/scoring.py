@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from app.inference.base import BatchContext, Score, Served
+from app.inference.samples import sample_events
 from schemas import EventBase
 
 log = structlog.get_logger("arbiter.scoring")
@@ -38,14 +39,11 @@ class ScoredBatch:
 
 
 def warm_up(served: Served) -> None:
-    """Score one made-up event so first-call costs (thread pools, lazy loads, the text
-    encoder) are paid before the model serves, not on a live batch. Uses throwaway
-    feature state, so no customer history is touched."""
-    from app.simulator.generate import training_set
-
+    """Score one sample event (``samples.py``) so first-call costs (thread pools, lazy
+    loads, the text encoder) are paid before the model serves, not on a live batch. Uses
+    throwaway feature state, so no customer history is touched."""
     event_type = event_type_of(served.meta.name)
-    events, _ = training_set(event_type, 1, seed=99)
-    served.predict(BatchContext(event_type, events, {}))
+    served.predict(BatchContext(event_type, sample_events(event_type), {}))
 
 
 class Scorer:

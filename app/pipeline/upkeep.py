@@ -15,9 +15,9 @@ from pathlib import Path
 import structlog
 
 from app.errors import ConfigError
-from app.inference.lifecycle import ModelWatcher
 from app.metrics import RULES_RELOADS, set_versions_in_service
 from app.outbox.config import Endpoints, check_rule_webhooks
+from app.pipeline.models import ModelWatcher
 from app.pipeline.processor import BatchProcessor
 from app.rules.language.spec import Publish, RuleSet
 from app.rules.reload import RulesWatcher

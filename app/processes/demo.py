@@ -36,7 +36,6 @@ from rich.table import Table
 from app.errors import ConfigError
 from app.inference import artifacts
 from app.inference.catalog import MODELS
-from app.inference.lifecycle import train_first
 from app.processes.simulate import emit
 from app.settings import Settings
 from app.simulator.generate import generate
@@ -44,6 +43,7 @@ from app.store import tables
 from app.store.ledger import percentiles
 from app.store.registry import ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
+from app.trainer.jobs.first import train_first
 from app.trainer.service import RunOutcome, Trainer
 from app.values import BatchResult
 from app.wiring import Components, consume_loop, start_components

@@ -48,7 +48,8 @@ def run(job: Any, threads: int) -> Any:
     """Run one ``TrainJob`` here; every phase is logged (the caller sees the result)."""
     import structlog
 
-    from app.trainer.job import TEXT_GROUP, run_job
+    from app.trainer.jobs.job import run_job
+    from app.trainer.jobs.run import TEXT_GROUP
 
     if job.target == TEXT_GROUP:  # torch only where the encoder is needed
         from app.inference.encoder import configure_threads

@@ -26,9 +26,9 @@ from app.inference import features
 from app.inference.catalog import MODELS
 from app.store.registry import ModelRegistry
 from app.store.training import recent_decisions
-from app.trainer import drift
-from app.trainer.dataset import target
-from app.trainer.evaluate import binary_metrics
+from app.trainer.jobs import drift
+from app.trainer.jobs.dataset import target
+from app.trainer.jobs.evaluate import binary_metrics
 from schemas import EVENT_MODELS, EventBase
 
 MIN_LABELLED_FOR_AUC = 100

@@ -45,15 +45,8 @@ from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
 from app.trainer import monitor
-from app.trainer.job import (
-    Limits,
-    ModelResult,
-    Record,
-    TrainJob,
-    models_of,
-    run_job,
-    target_of,
-)
+from app.trainer.jobs.job import run_job
+from app.trainer.jobs.run import Limits, ModelResult, Record, TrainJob, models_of, target_of
 from app.values import ModelMeta
 
 log = structlog.get_logger("arbiter.trainer")

@@ -29,7 +29,7 @@ from app.store.tables import dead_letters as dl_table
 from app.store.tables import decisions as dec_table
 from app.store.training import TrainingRun
 from app.trainer.monitor import DriftLimits, DriftStatus, measure
-from app.trainer.plots import Series, line_chart
+from app.trainer.report.plots import Series, line_chart
 from connectors.http import links
 
 WINDOW = timedelta(minutes=10)  # how far back rates and latency look

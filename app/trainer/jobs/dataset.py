@@ -285,7 +285,7 @@ def sample_weights(
     """Per example: class imbalance times recency, normalised to mean 1.
 
     Yes/no targets (bool or 0/1): positives weigh ``sqrt(negatives / positives)``, as
-    ``tabular.imbalance_weights`` (one class: all 1). Other targets get no class weight.
+    ``fit_tabular.imbalance_weights`` (one class: all 1). Other targets get no class weight.
     Recency: ``0.5 ** (age_days / half_life_days)`` with the age counted back from the
     newest example, so an example one half-life older counts half; None = no recency.
     """

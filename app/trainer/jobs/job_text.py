@@ -9,27 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from app.inference import artifacts
+from app.inference import artifacts, features, text
 from app.inference.loading import load_served
-from app.trainer import drift
-from app.trainer.dataset import Example, NotEnoughData, Split, build_examples, time_split
-from app.trainer.evaluate import PRIMARY, multiclass_metrics, verdict
-from app.trainer.job import (
-    Amended,
-    Judgement,
-    ModelResult,
-    Progress,
-    TrainJob,
-    conclude,
-    windows,
-)
-from app.trainer.report import Confusion
+from app.trainer.jobs import drift, fit_text
+from app.trainer.jobs.conclude import conclude, windows
+from app.trainer.jobs.dataset import Example, NotEnoughData, Split, build_examples, time_split
+from app.trainer.jobs.evaluate import PRIMARY, multiclass_metrics, verdict
+from app.trainer.jobs.run import Amended, Judgement, ModelResult, Progress, TrainJob
+from app.trainer.report.report import Confusion
 from schemas import Ticket
 
 
 def run_text(job: TrainJob, say: Progress) -> list[ModelResult]:
-    from app.inference import features, text
-
     limits = job.limits
     names = job.models
     # One dataset for the three heads: tickets whose outcome settles every label.
@@ -65,7 +56,7 @@ def run_text(job: TrainJob, say: Progress) -> list[ModelResult]:
         "fp32",
     )
     say(f"ticket heads: fitting on {len(split.train):,} tickets ({variant} encoder)")
-    fitted = text.fit_all(
+    fitted = fit_text.fit_all(
         [t for t in tickets if isinstance(t, Ticket)],
         labels,
         only=variant,
@@ -96,8 +87,6 @@ class _Holdout:
 def _judge_head(
     job: TrainJob, name: str, fitted: Any, shared: _Holdout, cleaning: dict[str, int], say: Progress
 ) -> ModelResult:
-    from app.inference import text
-
     split, texts, per_head, embedded = shared.split, shared.texts, shared.per_head, shared.embedded
     limits, run_id = job.limits, job.run_ids[name]
     y_true = [str(per_head[name][e.event_id].target) for e in split.holdout]

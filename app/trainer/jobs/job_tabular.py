@@ -10,22 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from app.inference import artifacts
+from app.inference import artifacts, tabular
 from app.inference.loading import load_served
-from app.trainer import drift
-from app.trainer.dataset import NotEnoughData, build_examples, sample_weights, time_split
-from app.trainer.evaluate import PRIMARY, binary_metrics, verdict
-from app.trainer.job import (
-    Amended,
-    Judgement,
-    ModelResult,
-    Progress,
-    TrainJob,
-    conclude,
-    windows,
-)
-from app.trainer.report import Curves
-from app.trainer.search import search, select_features
+from app.trainer.jobs import drift, fit_tabular
+from app.trainer.jobs.conclude import conclude, windows
+from app.trainer.jobs.dataset import NotEnoughData, build_examples, sample_weights, time_split
+from app.trainer.jobs.evaluate import PRIMARY, binary_metrics, verdict
+from app.trainer.jobs.run import Amended, Judgement, ModelResult, Progress, TrainJob
+from app.trainer.jobs.search import search, select_features
+from app.trainer.report.report import Curves
 from app.values import ModelMeta
 
 DRIFT_FEATURES = 6  # the most informative input columns watched for drift, per model
@@ -33,8 +26,6 @@ IMPORTANCES_SHOWN = 15
 
 
 def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
-    from app.inference import tabular
-
     limits, run_id = job.limits, job.run_ids[name]
     spec = tabular.spec_for(name)
     say(f"{name}: building the dataset from {len(job.records):,} labelled decisions")
@@ -62,7 +53,7 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
         y_train, [e.occurred_at for e in split.train], half_life_days=limits.half_life_days
     )
 
-    numeric, categorical = tabular.discover_columns(train_rows)
+    numeric, categorical = fit_tabular.discover_columns(train_rows)
     say(f"{name}: feature selection over {len(numeric) + len(categorical)} input columns")
     selection = select_features(
         train_rows,
@@ -91,7 +82,7 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
     best = found.best
     say(f"{name}: refitting {best.estimator} {best.params} on all training rows")
     started = time.perf_counter()
-    fitted = tabular.fit_rows(
+    fitted = fit_tabular.fit_rows(
         spec,
         train_rows,
         y_train,
@@ -196,13 +187,11 @@ def tabular_reference(
 
 
 def first_references(fitted: Any, events: Sequence[Any], labels: Sequence[Any]) -> dict[str, Any]:
-    """The drift reference of a first model (trained by ``lifecycle.train_first``), as the
+    """The drift reference of a first model (trained by ``first.train_first``), as the
     params to add to it: tabular models rank their columns by mutual information here,
     text heads keep their training class mix."""
     if fitted.family == "text":
         return {"drift": drift.build_reference([], [], scores=[str(lb) for lb in labels]).to_json()}
-    from app.inference import tabular
-
     rows = tabular.rows_in_order(fitted.spec, events)
     y = np.asarray([int(bool(v)) for v in labels])
     served = tabular.ServedTabular(_provisional_meta(fitted.spec.name, fitted), fitted.pipeline)
@@ -224,8 +213,6 @@ def _champion_binary(
 ) -> tuple[np.ndarray | None, dict[str, float] | None, str]:
     if champion is None:
         return None, None, "no champion yet"
-    from app.inference import tabular
-
     try:
         served = load_served(models_dir, champion)
     except Exception as exc:

@@ -1,150 +1,38 @@
-"""Models from registry to service: first models, loading with checks, and hot swap.
+"""The models the hot path serves, kept in step with the registry: the I/O shell
+between ``app.store.registry`` and the pure ``app.inference`` scorer.
 
-- ``ensure_champions``: at start-up every model name needs a champion. A name the
-  registry has never seen adopts the complete versions found in the models folder (a
-  baked-in image, a shared volume, a test fixture); failing that, version 1 is trained
-  on simulator data with planted patterns, written and registered as champion.
-- ``load_served``: verifies every file of a version against the registry's checksums
-  and loads it with its family's loader; anything wrong is a ``ConfigError`` naming the
-  file, and the version is refused.
+- ``load_in_service``: at start-up, every champion (must load) and shadow (may be
+  refused) the registry names, each verified against the registry's checksums and
+  loaded with its family's loader (``app.inference.loading.load_served``); anything
+  wrong is a ``ConfigError`` naming the file.
 - ``ModelWatcher``: polled by the consume loop between batches. When the registry's
   champions or shadows change, it loads the new versions off the event loop and hands
   back a new ``Scorer``; a version that fails to load is refused (logged and recorded
   once) and what serves keeps serving.
+- ``replay_history``: after a restart, the ledger's recently decided events feed the
+  scorer's feature history, so features that look back mean what they meant before.
+
+First champions are the trainer's business (``app.trainer.bootstrap``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import structlog
 
 from app.errors import ConfigError
-from app.inference import artifacts
 from app.inference.base import Served
-from app.inference.catalog import MODELS
 from app.inference.loading import load_served
 from app.inference.scoring import Scorer, warm_up
 from app.store.ledger import Ledger
-from app.store.registry import InService, ModelRecord, ModelRegistry, VersionExists
-from app.values import ModelMeta
+from app.store.registry import InService, ModelRecord, ModelRegistry
 from schemas import EVENT_MODELS, EventBase
 
 log = structlog.get_logger("arbiter.models")
-
-Progress = Callable[[str], None]
-
-
-def train_first(
-    models_dir: Path, names: list[str], *, on_progress: Progress
-) -> dict[str, ModelMeta]:
-    """Train version 1 of ``names`` on simulator data and write them (not registered)."""
-    from app.inference import tabular, text
-    from app.simulator.generate import training_set
-    from app.trainer.job import Amended
-    from app.trainer.job_tabular import first_references
-
-    written: dict[str, ModelMeta] = {}
-    for spec in tabular.SPECS:
-        if spec.name not in names:
-            continue
-        on_progress(f"training {spec.name} on simulator data ({spec.train_size:,} events)")
-        events, labels = training_set(spec.event_type, spec.train_size, seed=1)
-        truth = [bool(lb[spec.label]) for lb in labels]
-        fitted = tabular.fit(spec, events, truth)
-        extra = first_references(fitted, events, truth)
-        written[spec.name] = artifacts.write_version(
-            models_dir,
-            spec.name,
-            Amended(fitted, fitted.metrics, extra),
-            trained_on=f"simulator seed=1 n={spec.train_size}",
-            window=fitted.window,
-        )
-    wanted_text = [s for s in text.SPECS if s.name in names]
-    if wanted_text:
-        on_progress(
-            f"training the ticket text heads on simulator tickets ({text.TRAIN_SIZE:,}); "
-            "comparing encoder variants"
-        )
-        events, labels = training_set("ticket", text.TRAIN_SIZE, seed=1)
-        fitted_text = text.fit_all(events, labels, on_progress=on_progress)  # type: ignore[arg-type]
-        for text_spec in wanted_text:
-            head = fitted_text[text_spec.name]
-            extra = first_references(head, events, [lb[text_spec.label] for lb in labels])
-            written[text_spec.name] = artifacts.write_version(
-                models_dir,
-                text_spec.name,
-                Amended(head, head.metrics, extra),
-                trained_on=f"simulator seed=1 n={text.TRAIN_SIZE}",
-                window=head.window,
-            )
-    return written
-
-
-async def ensure_champions(
-    registry: ModelRegistry, models_dir: Path, *, on_progress: Progress | None = None
-) -> None:
-    """Give every model in the catalog a champion: adopt from disk, else train v1."""
-    say = on_progress or (lambda msg: log.info("models", step=msg))
-    missing: list[str] = []
-    for name in MODELS:
-        if await registry.champion(name) is not None:
-            continue
-        if await registry.versions(name):
-            raise ConfigError(
-                f"{name} has registered versions but no champion: promote one with "
-                f"`arbiter models promote {name} N` (see `arbiter models list {name}`)"
-            )
-        if not await _adopt(registry, models_dir, name, say):
-            missing.append(name)
-    if not missing:
-        return
-    loop = asyncio.get_running_loop()
-    written = await loop.run_in_executor(
-        None, lambda: train_first(models_dir, missing, on_progress=say)
-    )
-    for name, meta in written.items():
-        try:
-            await registry.register(
-                meta, status="champion", detail="first model", only_if_no_champion=True
-            )
-        except VersionExists:
-            # Another process trained and registered a first champion at the same moment:
-            # theirs serves; ours is kept as a challenger.
-            await registry.register(meta, detail="first model (another process won)")
-            say(f"{name}: another process registered the first champion; using it")
-
-
-async def _adopt(registry: ModelRegistry, models_dir: Path, name: str, say: Progress) -> bool:
-    """Register the versions of ``name`` found on disk; the newest loadable one serves."""
-    found = [m for m in artifacts.scan(models_dir) if m.name == name]
-    if not found:
-        return False
-    champion: ModelMeta | None = None
-    for meta in sorted(found, key=lambda m: m.version, reverse=True):
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, artifacts.verify, models_dir, meta
-            )
-        except ConfigError as exc:
-            say(f"{name} {meta.tag} on disk is not usable: {exc}")
-            continue
-        champion = meta
-        break
-    if champion is None:
-        return False
-    for meta in found:
-        status = "champion" if meta is champion else "challenger"
-        try:
-            await registry.register(meta, status=status, detail=f"adopted from {models_dir}")
-        except VersionExists:
-            continue
-    say(f"{name}: adopted {len(found)} version(s) from {models_dir}, {champion.tag} serves")
-    return True
 
 
 async def load_in_service(
@@ -283,17 +171,3 @@ async def replay_history(ledger: Ledger, scorer: Scorer, *, lookback: timedelta)
             await loop.run_in_executor(None, scorer.remember, event_type, events)
             fed += len(events)
     return fed
-
-
-def scorer_from_folder(models_dir: Path, *, on_progress: Progress | None = None) -> Scorer:
-    """Without a registry (benchmarks, the README check): the newest version of every model
-    in ``models_dir``, training version 1 of any that is missing."""
-    say = on_progress or (lambda _msg: None)
-    have = {m.name for m in artifacts.scan(models_dir)}
-    missing = [name for name in MODELS if name not in have]
-    if missing:
-        train_first(models_dir, missing, on_progress=say)
-    newest: dict[str, ModelMeta] = {}
-    for meta in artifacts.scan(models_dir):
-        newest[meta.name] = meta  # scan sorts by version: the last one wins
-    return Scorer({name: load_served(models_dir, newest[name]) for name in MODELS})

@@ -22,7 +22,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from app.trainer.plots import Series, bar_chart, heatmap, histogram, line_chart
+from app.trainer.report.plots import Series, bar_chart, heatmap, histogram, line_chart
 
 CALIBRATION_BINS = 10
 TOP_IMPORTANCES = 20

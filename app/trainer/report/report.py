@@ -20,7 +20,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from app.trainer.report_charts import (
+from app.trainer.report.report_charts import (
     Chart,
     Confusion,
     Curves,

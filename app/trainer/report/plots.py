@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.trainer.svg import (
+from app.trainer.report.svg import (
     AXIS,
     CHAR_WIDTH,
     PALETTE,

@@ -1,25 +1,11 @@
-"""One training run, start to finish, on plain data: the part that does the work.
+"""What one training run takes and gives back: the value types every job module shares.
 
-``run_job`` takes a ``TrainJob`` (labelled decisions already read from the ledger, the
-champion's description, the limits) and returns one ``ModelResult`` per model: the
-challenger written to the models folder (never registered here), both models' metrics
-on the same recent holdout, the verdict and the report. It touches no database and no
-broker, so it runs the same in the CLI process (``arbiter train``, with a progress bar)
-and in a child process of the background trainer (``app.trainer.service``).
-
-The steps, for a tabular model (``job_tabular``): examples (validate, de-duplicate,
-drop unusable labels) → time split (train on older, hold out the newest) → feature rows
-in time order → feature selection (mutual information per input column) →
-cross-validated, time-bounded search over logistic regression, gradient boosting and a
-random forest → refit of the best on all training rows (class and recency weights) →
-the champion and the challenger scored on the holdout → verdict (better by the margin?)
-→ report. The ticket heads (``job_text``) share one encoder pass: their three heads are
-refit together from agent-confirmed labels, on the encoder variant the champion serves
-with.
-
-A crash anywhere leaves at most an unregistered version folder behind (written through
-a staging folder, so never a half one): the registry only changes in the caller, after
-``run_job`` has returned.
+``TrainJob`` goes in (labelled decisions already read from the ledger, the champions'
+descriptions, the ``Limits``); one ``ModelResult`` per model comes out. ``Judgement`` is
+what a family's run (``job_tabular``, ``job_text``) found, handed to ``conclude``;
+``Amended`` is a fitted model with the trainer's metrics and extra params, as
+``artifacts.write_version`` writes it. Plain data: it crosses into the trainer's child
+process, and nothing here imports a job module (``job.run_job`` dispatches to them).
 """
 
 from __future__ import annotations
@@ -31,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from app.inference.catalog import MODELS
-from app.trainer.dataset import Split
-from app.trainer.report import Confusion, Curves, ReportData, write_report
+from app.trainer.jobs.dataset import Split
+from app.trainer.report.report import Confusion, Curves
 from app.values import ModelMeta
 
 Progress = Callable[[str], None]
@@ -119,26 +105,6 @@ def target_of(model: str) -> str:
     return TEXT_GROUP if MODELS[model] == "text" else model
 
 
-def run_job(job: TrainJob, on_progress: Progress | None = None) -> list[ModelResult]:
-    say = on_progress or (lambda _msg: None)
-    if job.target == TEXT_GROUP:
-        from app.trainer.job_text import run_text
-
-        return run_text(job, say)
-    from app.trainer.job_tabular import run_tabular
-
-    return [run_tabular(job, job.target, say)]
-
-
-def windows(split: Split) -> dict[str, Any]:
-    return {
-        "train_window": list(split.train_window),
-        "holdout_window": list(split.holdout_window),
-        "n_train": len(split.train),
-        "n_holdout": len(split.holdout),
-    }
-
-
 @dataclass(frozen=True)
 class Amended:
     """A fitted model (``base.Fitted``) with the trainer's metrics and extra params (the
@@ -191,45 +157,3 @@ class Judgement:
     curves: Curves | None = None
     importances: list[tuple[str, float]] = field(default_factory=list)
     confusions: list[Confusion] = field(default_factory=list)
-
-
-def conclude(job: TrainJob, found: Judgement, say: Progress) -> ModelResult:
-    """Write the run's report and describe the result for the caller to register."""
-    say(f"{found.name}: writing the report")
-    split = found.split
-    report = write_report(
-        job.reports_dir / found.name / f"run-{found.run_id}",
-        ReportData(
-            model=found.name,
-            run_id=found.run_id,
-            trigger=job.trigger,
-            decision="promoted" if found.promote else "kept",
-            reason=found.reason,
-            champion_version=found.champion.version if found.champion else None,
-            challenger_version=found.challenger.version,
-            train_window=split.train_window,
-            holdout_window=split.holdout_window,
-            n_train=len(split.train),
-            n_holdout=len(split.holdout),
-            cleaning=found.cleaning,
-            candidates=found.candidates,
-            champion_metrics=found.champion_metrics or {},
-            challenger_metrics=found.challenger_metrics,
-            curves=found.curves,
-            importances=found.importances,
-            confusions=found.confusions,
-        ),
-    )
-    return ModelResult(
-        found.name,
-        found.run_id,
-        "trained",
-        found.reason,
-        promote=found.promote,
-        challenger=found.challenger,
-        champion_version=found.champion.version if found.champion else None,
-        champion_metrics=found.champion_metrics or {},
-        challenger_metrics=found.challenger_metrics,
-        summary=found.summary,
-        report=str(report),
-    )

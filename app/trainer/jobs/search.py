@@ -4,7 +4,7 @@ Where it sits: the trainer has the training part of a time split as feature rows
 (``tabular.rows_in_order``), outcomes and weights (``dataset``). ``select_features``
 drops input columns that carry no information about the outcome; ``search`` then
 cross-validates estimator settings on those columns within a time budget and returns
-the best, which the trainer refits with ``tabular.fit_rows`` and judges on the holdout.
+the best, which the trainer refits with ``fit_tabular.fit_rows`` and judges on the holdout.
 
 Both work on the Pipeline's *input* columns, so the model they lead to is served by the
 same Pipeline and numpy fast path as any other.
@@ -32,7 +32,8 @@ from sklearn.model_selection import TimeSeriesSplit
 from app.inference import tabular
 from app.inference.features import Row
 from app.inference.tabular_fast import one_openmp_thread
-from app.trainer.dataset import NotEnoughData
+from app.trainer.jobs import fit_tabular
+from app.trainer.jobs.dataset import NotEnoughData
 
 Array = npt.NDArray[Any]
 
@@ -269,9 +270,9 @@ def search(
         started = clock()
         scores: list[float] = []
         for train, val in usable:
-            model = tabular.make_estimator(estimator, seed, **params)
-            pipeline = tabular.build_pipeline(numeric, categorical, model)
-            with one_openmp_thread():  # see tabular.fit_rows
+            model = fit_tabular.make_estimator(estimator, seed, **params)
+            pipeline = fit_tabular.build_pipeline(numeric, categorical, model)
+            with one_openmp_thread():  # see fit_tabular.fit_rows
                 pipeline.fit(x[train], y[train], model__sample_weight=weights[train])
                 scores.append(float(scorer(pipeline, x[val], y[val])))
         return Trial(
