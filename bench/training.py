@@ -56,7 +56,7 @@ from bench.benchlib import REPO, append_results, git_commit
 
 MODEL = "transaction.fraud"
 QUICK_SIZE = 3_000
-# Phase -> the progress message that starts it (``app.trainer.job._run_tabular``).
+# Phase -> the progress message that starts it (``app.trainer.jobs.job_tabular.run_tabular``).
 PHASES = (
     ("dataset", ": building the dataset"),
     ("rows", ": feature rows ("),

@@ -1,8 +1,8 @@
 """The webhook protocol: how a delivery is signed, what headers it carries, and when a
 failed one is tried again.
 
-Pure functions over plain values, shared by the outbox relay (``app.outbox.relay``, which
-does the HTTP) and by anyone writing a receiver: ``verify`` is the documented check of
+Pure functions over plain values, shared by the outbox relay
+(``connectors.webhooks.relay``, which does the HTTP) and by anyone writing a receiver: ``verify`` is the documented check of
 ``docs/webhooks.md``. No I/O here.
 
 Signature: ``X-Arbiter-Signature: v1=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")>``
