@@ -10,9 +10,10 @@ and ``QuantileClipper``, which every ``model.skops`` stores by this module's pat
 
 - **Serving** (``ServedTabular``): a ColumnTransformer costs milliseconds per call
   whatever the batch size (docs/dependencies.md, scikit-learn), so at load the fitted
-  preprocessing is "compiled" into numpy arrays (impute values, clip bounds, one-hot vocabularies, scaler
-  mean/scale) and the estimator into a matrix product (logistic regression) or flat
-  node arrays walked for all trees at once (tree ensembles). The compiled model is
+  preprocessing is "compiled" into numpy arrays (impute values, clip bounds, one-hot
+  vocabularies, scaler mean/scale) and the estimator into a matrix product (logistic
+  regression) or flat node arrays walked for all trees at once (tree ensembles). The
+  compiled model is
   checked against the Pipeline on probe rows at load; ``reference_proba`` is the
   Pipeline itself, kept for tests and benchmarks.
 - **Explanations**: logistic regression gets exact log-odds terms

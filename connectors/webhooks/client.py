@@ -2,8 +2,8 @@
 failed one is tried again.
 
 Pure functions over plain values, shared by the outbox relay
-(``connectors.webhooks.relay``, which does the HTTP) and by anyone writing a receiver: ``verify`` is the documented check of
-``docs/webhooks.md``. No I/O here.
+(``connectors.webhooks.relay``, which does the HTTP) and by anyone writing a receiver:
+``verify`` is the documented check of ``docs/webhooks.md``. No I/O here.
 
 Signature: ``X-Arbiter-Signature: v1=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")>``
 with ``timestamp`` the Unix seconds sent in ``X-Arbiter-Timestamp`` and ``body`` the raw
