@@ -13,9 +13,8 @@ and ``QuantileClipper``, which every ``model.skops`` stores by this module's pat
   preprocessing is "compiled" into numpy arrays (impute values, clip bounds, one-hot
   vocabularies, scaler mean/scale) and the estimator into a matrix product (logistic
   regression) or flat node arrays walked for all trees at once (tree ensembles). The
-  compiled model is
-  checked against the Pipeline on probe rows at load; ``reference_proba`` is the
-  Pipeline itself, kept for tests and benchmarks.
+  compiled model is checked against the Pipeline on probe rows at load;
+  ``reference_proba`` is the Pipeline itself, kept for tests and benchmarks.
 - **Explanations**: logistic regression gets exact log-odds terms
   ``w_i * (x_i - mean_i)`` that sum with ``base`` to the logit ("linear-exact"); tree
   ensembles get occlusion: each input feature (a one-hot group counts as one) is set to
