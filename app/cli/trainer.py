@@ -1,16 +1,13 @@
 """``arbiter train NAME`` and ``arbiter trainer``: training by hand and on its own.
 
 ``train`` runs one training run in this process with a progress bar and prints the
-verdict; ``trainer`` is the background trainer as a process of its own (beside consumers
-started with ``ARBITER_TRAINER_ENABLED=false``), until SIGTERM/SIGINT: then the run in
-progress is stopped (closed ``abandoned``, the lease released for the next trainer at
-once) and the process exits 0 — or 3 when that overran ``ARBITER_SHUTDOWN_GRACE_S``.
+verdict; ``trainer`` runs the background trainer as a process of its own
+(``app.processes.trainer``) and exits 0 — or 3 when its stop overran
+``ARBITER_SHUTDOWN_GRACE_S``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from typing import Annotated, Any
 
 import structlog
@@ -84,47 +81,12 @@ def train(
 def trainer() -> None:
     """The background trainer on its own: trains when outcomes, a schedule or drift say so."""
     settings = build_settings()
-    from app.processes.shutdown import EXIT_GRACE_OVERRUN, Shutdown
-    from app.store.migrate import open_migrated
-    from app.trainer.service import Trainer
+    from app.processes.shutdown import EXIT_GRACE_OVERRUN
+    from app.processes.trainer import run_trainer
 
-    log = structlog.get_logger("arbiter.trainer")
-
-    async def go() -> Shutdown:
-        async with open_migrated(settings.resolved_database_url) as engine:
-            stop = asyncio.Event()
-            work = asyncio.create_task(
-                Trainer(settings, engine).run_forever(stop), name="arbiter-trainer"
-            )
-
-            def on_begin() -> None:
-                # A run in progress is cut short, not waited for (it can take minutes):
-                # its child is terminated, the run closed "abandoned", the lease released.
-                stop.set()
-                work.cancel()
-
-            shutdown = Shutdown(settings.shutdown_grace_s, on_begin)
-            work.add_done_callback(lambda _: shutdown.begin())
-            loop = asyncio.get_running_loop()
-
-            def on_signal(sig: signal.Signals) -> None:
-                if not shutdown.begun.is_set():
-                    log.info("shutdown requested; stopping the trainer", signal=sig.name)
-                shutdown.begin()
-
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, on_signal, sig)
-            await shutdown.begun.wait()
-            await shutdown.finish([work])
-            failed = work.exception() if work.done() and not work.cancelled() else None
-            if failed is not None:
-                raise failed
-            shutdown.waiting_on = "teardown (database pool)"
-        return shutdown
-
-    shutdown = run_async(go)
+    shutdown = run_async(lambda: run_trainer(settings))
     if shutdown.overran:
-        log.error(
+        structlog.get_logger("arbiter.trainer").error(
             "trainer stopped after the shutdown grace period",
             cut_off=shutdown.cut_off,
             status=EXIT_GRACE_OVERRUN,
