@@ -36,7 +36,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.settings import HttpSettings, Settings, env_names
+from app.settings import Settings, env_names
+from app.settings.sections import HttpSettings
 from connectors.broker import EmbeddedBroker
 from tests.harness import ArbiterProcess
 
