@@ -1,10 +1,12 @@
 """Shared fixtures: a real Tansu broker, real SQLite files, a real PostgreSQL database,
-and models trained once per test session."""
+and the first models, trained once (outside every test's timeout) and cached on disk."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ from sqlalchemy.pool import NullPool
 
 from app.store import Ledger, create_engine, upgrade
 from connectors.broker import EmbeddedBroker
+from tests import first_models
 
 PG_ADMIN_DSN = os.environ.get("ARBITER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -29,14 +32,88 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield b
 
 
-@pytest.fixture(scope="session")
-def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first-start-up models, trained once and shared (read-only) by every test."""
-    from app.inference.catalog import MODELS
-    from app.inference.lifecycle import train_first
+# --- the first models: built once, outside every test's timeout ---------------------
 
+_MODELS = pytest.StashKey["Path | str"]()  # the cached models folder, or why there is none
+_BUILDER = pytest.StashKey["subprocess.Popen[bytes]"]()
+
+
+def _needs_models(item: pytest.Item) -> bool:
+    return "trained_models" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start building the first models (a process of its own) as soon as a collected test
+    needs them and no cached build holds: the tests that do not need them run meanwhile."""
+    if config.option.collectonly or not any(_needs_models(i) for i in items):
+        return
+    if first_models.find() is not None:
+        return
+    first_models.CACHE.mkdir(parents=True, exist_ok=True)
+    with (first_models.CACHE / f"build-{os.getpid()}.log").open("wb") as log:
+        config.stash[_BUILDER] = subprocess.Popen(
+            first_models.command(),
+            cwd=first_models.ROOT,
+            env=first_models.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _first_models(config: pytest.Config) -> Path | str:
+    """Wait for the build started at collection (or run one now); the folder, or what
+    went wrong."""
+    if _MODELS in config.stash:
+        return config.stash[_MODELS]
+    builder = config.stash.get(_BUILDER, None)
+    found: Path | str | None = None
+    if builder is not None:
+        log = first_models.CACHE / f"build-{os.getpid()}.log"
+        if builder.wait() != 0:
+            found = f"building the first models failed:\n{log.read_text()[-5000:]}"
+        log.unlink(missing_ok=True)
+    if found is None:
+        found = first_models.find()
+    if found is None:
+        done = subprocess.run(
+            first_models.command(),
+            cwd=first_models.ROOT,
+            env=first_models.environment(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = done.stdout.strip().splitlines()
+        if done.returncode == 0 and lines:
+            found = Path(lines[-1])
+        else:
+            found = f"building the first models failed:\n{(done.stdout + done.stderr)[-5000:]}"
+    config.stash[_MODELS] = found
+    return found
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """Before the timeout of a test that needs the first models starts (pytest-timeout
+    starts it inside this wrapper), wait until they are built: on a busy machine the
+    build takes minutes, which must make the run slower, not the test red."""
+    if _needs_models(item):
+        _first_models(item.config)
+    return (yield)
+
+
+@pytest.fixture(scope="session")
+def trained_models(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The first-start-up models (see ``tests/first_models.py``): a copy of the cached
+    build, shared (read-only) by every test of this session."""
+    found = _first_models(request.config)
+    if isinstance(found, str):
+        pytest.fail(found, pytrace=False)
     models_dir = tmp_path_factory.mktemp("models")
-    train_first(models_dir, list(MODELS), on_progress=lambda _msg: None)
+    shutil.copytree(found, models_dir, dirs_exist_ok=True)
     return models_dir
 
 
