@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from app.errors import ConfigError
 from app.store import Ledger, create_engine, upgrade
 from connectors.broker import EmbeddedBroker
 from tests import first_models
@@ -27,9 +28,24 @@ PG_ADMIN_DSN = os.environ.get("ARBITER_TEST_PG", "postgresql://postgres@127.0.0.
 
 @pytest.fixture
 def broker() -> Iterator[EmbeddedBroker]:
-    """A fresh Tansu broker per test: memory storage, so every test starts with no topics."""
-    with EmbeddedBroker() as b:
-        yield b
+    """A fresh Tansu broker per test: memory storage, so every test starts with no topics.
+
+    Its port is picked free and then bound by Tansu: with tests running in parallel
+    another process may take it in between, so a broker that cannot start gets a new
+    port, twice."""
+    for attempt in range(3):
+        b = EmbeddedBroker()
+        try:
+            b.start()
+        except ConfigError:
+            if attempt == 2:
+                raise
+            continue
+        try:
+            yield b
+        finally:
+            b.stop()
+        return
 
 
 # --- the first models: built once, outside every test's timeout ---------------------
@@ -42,13 +58,37 @@ def _needs_models(item: pytest.Item) -> bool:
     return "trained_models" in getattr(item, "fixturenames", ())
 
 
+def _heavy(item: pytest.Item) -> bool:
+    """Marked slow, or given more than the default timeout."""
+    timeout = item.get_closest_marker("timeout")
+    default = float(item.config.getini("timeout") or 0)
+    return item.get_closest_marker("slow") is not None or (
+        timeout is not None and bool(timeout.args) and float(timeout.args[0]) > default
+    )
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start building the first models (a process of its own) as soon as a collected test
-    needs them and no cached build holds: the tests that do not need them run meanwhile."""
-    if config.option.collectonly or not any(_needs_models(i) for i in items):
-        return
-    if first_models.find() is not None:
+    """Order the run, whole modules at a time (module fixtures stay set up once): modules
+    with heavy tests first, so that parallel workers do not end on one long test; while
+    the first models are being built, modules that do not need them go first.
+
+    Then start building the first models (a process of its own) when a collected test
+    needs them and no cached build holds: the tests that do not need them run meanwhile.
+    """
+    needed = any(_needs_models(i) for i in items)
+    cached = not needed or first_models.find() is not None
+    modules: dict[Path, tuple[bool, bool]] = {}
+    for item in items:
+        models, heavy = modules.get(item.path, (False, False))
+        modules[item.path] = (models or _needs_models(item), heavy or _heavy(item))
+
+    def order(item: pytest.Item) -> tuple[bool, bool]:
+        models, heavy = modules[item.path]
+        return (models and not cached, not heavy)
+
+    items.sort(key=order)  # stable: the collection order within each module and rank
+    if cached or config.option.collectonly:
         return
     first_models.CACHE.mkdir(parents=True, exist_ok=True)
     with (first_models.CACHE / f"build-{os.getpid()}.log").open("wb") as log:
