@@ -48,6 +48,16 @@ def broker() -> Iterator[EmbeddedBroker]:
         return
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker, OpenMP and BLAS (torch, numpy, scikit-learn) get one
+    thread, in this process and those it starts: the workers and their child processes
+    outnumber the cores, and the extra threads only spin (measured: 1.5x the CPU time
+    for the text model tests beside two busy loops). The service sets its own."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
+
+
 # --- the first models: built once, outside every test's timeout ---------------------
 
 _MODELS = pytest.StashKey["Path | str"]()  # the cached models folder, or why there is none
@@ -131,6 +141,20 @@ def _first_models(config: pytest.Config) -> Path | str:
             found = f"building the first models failed:\n{(done.stdout + done.stderr)[-5000:]}"
     config.stash[_MODELS] = found
     return found
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A run that ends before any test awaited the build (``-x``, Ctrl-C) stops it: no
+    process outlives the run (the half-built folder is cleared by the next build)."""
+    builder = config.stash.get(_BUILDER, None)
+    if builder is not None and builder.poll() is None:
+        builder.terminate()
+        try:
+            builder.wait(10)
+        except subprocess.TimeoutExpired:
+            builder.kill()
+            builder.wait(10)
+    (first_models.CACHE / f"build-{os.getpid()}.log").unlink(missing_ok=True)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
