@@ -24,8 +24,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# pytest-xdist workers: 3 keeps 2 cores busy (the integration tests wait on brokers and
+# child processes); the first models are built once, outside every test's timeout, and
+# cached in .cache/ (tests/first_models.py).
+WORKERS ?= 3
+PYTEST  := $(BIN)/pytest -n $(WORKERS) --dist loadgroup
+
 test: lint typecheck browser
-	$(BIN)/pytest
+	$(PYTEST)
 
 # Headless Chromium + chromedriver for tests/test_browser.py, from the Debian packages.
 # Needs root (CI runs as root); where apt-get cannot run, it warns and the browser test
@@ -36,10 +42,10 @@ browser:
 	  echo "warning: could not install chromium/chromium-driver (need root and apt); the browser tests will be skipped"
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not kafka and not postgres and not sqlite"
+	$(PYTEST) -m "not kafka and not postgres and not sqlite"
 
 bench: $(STAMP)
 	$(BIN)/python bench/e2e.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .cache .pytest_cache .mypy_cache .ruff_cache

@@ -33,6 +33,10 @@ from app.values import ModelMeta
 from schemas import EventBase, Order, OrderItem, Transaction
 from schemas.transaction import Device
 
+# The module's fits run once per worker that runs its tests: keep them on one (make test
+# runs pytest-xdist with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("tabular")
+
 TRAIN_SIZE = 4_000
 SEED = 3
 TX = tabular.spec_for("transaction.fraud")

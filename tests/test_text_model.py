@@ -29,6 +29,10 @@ from app.trainer.jobs import fit_text
 from app.values import ModelMeta
 from schemas import Ticket
 
+# The module's fit runs once per worker that runs its tests: keep them on one (make test
+# runs pytest-xdist with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("text_model")
+
 TRAIN_N = 600  # 450 train / 150 holdout: keeps this file's fit at ~15 s
 FRESH_SEED = 7  # tickets the heads never saw (training uses seed 1)
 
