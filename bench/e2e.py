@@ -541,6 +541,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Figure]:
         print(f"models: {models_dir} (training if absent) …", flush=True)
         t0 = time.perf_counter()
         await asyncio.get_running_loop().run_in_executor(None, train_missing, models_dir)
+        # Load them once here, as the bench always has: the text encoder's one-time load
+        # (~2 s, shared by the process) then falls before the arbiter's clock starts, so
+        # queue+process on the pre-filled topic compares with earlier rows.
+        await asyncio.get_running_loop().run_in_executor(None, scorer_from_folder, models_dir)
         print(f"models ready in {time.perf_counter() - t0:.1f}s", flush=True)
         sizes = {"arbiter": args.events, "naive": args.naive_events, "passthrough": args.events}
         figs: dict[str, Figure] = {}
