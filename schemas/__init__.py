@@ -13,6 +13,7 @@ from schemas.common import (
     COUNTRIES,
     CURRENCIES,
     EventBase,
+    EventCore,
     FieldKind,
     model_field_kinds,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "Device",
     "Event",
     "EventBase",
+    "EventCore",
     "EventType",
     "FieldKind",
     "Order",

@@ -107,6 +107,10 @@ def _check_country(value: str) -> str:
 def _require_timezone(
     value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
 ) -> datetime:
+    return _timezone_checked(value, handler, info.field_name or "time")
+
+
+def _timezone_checked(value: Any, handler: ValidatorFunctionWrapHandler, name: str) -> datetime:
     try:
         result: datetime = handler(value)
     except ValidationError as exc:
@@ -117,10 +121,19 @@ def _require_timezone(
                 "timezone_aware",
                 "{field} has no timezone: send an ISO-8601 time with an offset, "
                 "e.g. 2026-01-31T12:00:00Z",
-                {"field": info.field_name or "time"},
+                {"field": name},
             ) from None
         raise
     return result
+
+
+def timestamp_named(name: str) -> Any:
+    """A ``Timestamp`` whose timezone error names ``name`` (a field read under an alias)."""
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> datetime:
+        return _timezone_checked(value, handler, name)
+
+    return Annotated[AwareDatetime, WrapValidator(check)]
 
 
 def limit_text(max_chars: int) -> AfterValidator:
@@ -174,23 +187,32 @@ class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EventBase(Contract):
-    """What every business event carries: an idempotency key, a time and free attributes.
+class EventCore(Contract):
+    """What every event carries inside Arbiter: an idempotency key and a time.
 
-    ``attributes`` holds extra numeric or categorical fields that models may use later
-    without a schema change.
+    Declared event types (``app.declarations``) build on this; a declaration may call
+    the id and time fields something else in the payload.
     """
 
     event_type: ClassVar[str]
 
     event_id: EventId
     occurred_at: Timestamp
-    attributes: Attributes = Field(default_factory=dict)
 
     @property
     def partition_key(self) -> str:
         """The Kafka key: events of one customer/account stay in order on one partition."""
         raise NotImplementedError(f"{type(self).__name__} does not name its partition key")
+
+
+class EventBase(EventCore):
+    """An event with a free ``attributes`` mapping of extra values beside its fields.
+
+    ``attributes`` holds extra numeric or categorical fields that models may use later
+    without a schema change.
+    """
+
+    attributes: Attributes = Field(default_factory=dict)
 
 
 FieldKind = Literal["number", "string", "boolean", "datetime", "array", "object", "any"]
@@ -205,7 +227,7 @@ def model_field_kinds(model: type[BaseModel]) -> dict[str, FieldKind]:
     """
     kinds: dict[str, FieldKind] = {}
     for name, info in model.model_fields.items():
-        _walk(name, info.annotation, kinds)
+        _walk(info.alias or name, info.annotation, kinds)
     return kinds
 
 
@@ -230,7 +252,7 @@ def _kind_of(path: str, annotation: Any, kinds: dict[str, FieldKind]) -> FieldKi
         return _container_kind(path, origin, args, kinds)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         for name, info in annotation.model_fields.items():
-            _walk(f"{path}.{name}", info.annotation, kinds)
+            _walk(f"{path}.{info.alias or name}", info.annotation, kinds)
         return "object"
     return _scalar_kind(annotation) if isinstance(annotation, type) else "any"
 

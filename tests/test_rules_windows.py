@@ -12,7 +12,7 @@ import yaml
 
 from app.inference.catalog import SCORE_TYPES
 from app.rules.language.spec import RuleProblem, SourceRef
-from app.rules.language.yamlsrc import LineLoader
+from app.declarations.yamlsrc import LineLoader
 from app.rules.windows.parse import parse_windows
 from app.rules.windows.spec import WindowSpec, window_field_types
 from app.rules.windows.store import WindowStore

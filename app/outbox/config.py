@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from app.errors import ConfigError
 from app.rules.language.spec import RuleSet, Webhook
-from app.rules.language.yamlsrc import LineLoader, LineMap
+from app.declarations.yamlsrc import LineLoader, LineMap
 
 __all__ = [
     "Endpoint",

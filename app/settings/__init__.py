@@ -41,6 +41,7 @@ from app.settings.sections import (
     LogSettings,
     ModelsSettings,
     RulesSettings,
+    SchemasSettings,
     Section,
     TrainerSettings,
     WebhooksSettings,
@@ -92,6 +93,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
+    schemas: SchemasSettings = Field(default_factory=SchemasSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)

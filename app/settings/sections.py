@@ -16,6 +16,11 @@ def _default_rules_dir() -> Path:
     return here if here.is_dir() else _REPO_ROOT / "rules"
 
 
+def _default_schemas_dir() -> Path:
+    here = Path("schemas")
+    return here if here.is_dir() else _REPO_ROOT / "schemas"
+
+
 class Section(BaseModel):
     """A section: its fields are fixed (a typo is refused) and it never changes."""
 
@@ -66,6 +71,15 @@ class RulesSettings(Section):
         default=2.0,
         ge=0,
         description="How often a running consumer looks for rule changes; 0 = never.",
+    )
+
+
+class SchemasSettings(Section):
+    """The event type declarations (``ARBITER_SCHEMAS_*``)."""
+
+    dir: Path = Field(
+        default_factory=_default_schemas_dir,
+        description="The folder of event type declarations (*.yaml, docs/events.md).",
     )
 
 

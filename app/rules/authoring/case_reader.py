@@ -17,7 +17,7 @@ import yaml
 
 from app.rules.authoring.cases import Expectation, RuleTest, plain
 from app.rules.language.spec import RuleProblem, SourceRef
-from app.rules.language.yamlsrc import (
+from app.declarations.yamlsrc import (
     LineLoader,
     LineMap,
     describe,

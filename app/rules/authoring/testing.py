@@ -43,7 +43,7 @@ from app.rules.authoring.cases import (
     sample_event,
 )
 from app.rules.language.spec import RuleSet
-from app.rules.language.yamlsrc import describe, did_you_mean
+from app.declarations.yamlsrc import describe, did_you_mean
 from app.rules.loader import check_rules
 from app.rules.runtime.engine import RulesEngine
 from app.rules.runtime.result import RuleResult

@@ -14,7 +14,7 @@ from typing import Any
 
 from app.rules.language.conditions import CondContext, ConditionChecks, Invalid
 from app.rules.language.spec import Action, Publish, Scalar, SetValues, Tag, Webhook
-from app.rules.language.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
+from app.declarations.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
 
 __all__ = ["ACTION_KEYS", "ActionChecks"]
 

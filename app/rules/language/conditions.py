@@ -33,7 +33,7 @@ from app.rules.language.spec import (
     Scalar,
     SourceRef,
 )
-from app.rules.language.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
+from app.declarations.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
 
 GROUP_KEYS = ("all", "any", "not")
 COMPARE_KEYS = ("field", *OPERATORS)

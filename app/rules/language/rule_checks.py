@@ -19,7 +19,7 @@ from app.rules.language.actions import ActionChecks
 from app.rules.language.conditions import CondContext, Invalid
 from app.rules.language.reasons import TemplateError, check_spec, parse_template
 from app.rules.language.spec import Action, Condition, Mode, Rule, SourceRef
-from app.rules.language.yamlsrc import LineMap, describe, key_line, line_of
+from app.declarations.yamlsrc import LineMap, describe, key_line, line_of
 
 __all__ = ["NAME_RE", "RULE_KEYS", "FileRules", "RuleChecks", "RuleParts"]
 

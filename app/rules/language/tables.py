@@ -14,7 +14,7 @@ from typing import Any
 from app.rules.language.conditions import CondContext
 from app.rules.language.rule_checks import NAME_RE, FileRules, RuleChecks
 from app.rules.language.spec import AllOf, Condition, Rule, SourceRef
-from app.rules.language.yamlsrc import LineMap, describe, key_line, line_of
+from app.declarations.yamlsrc import LineMap, describe, key_line, line_of
 
 __all__ = ["ANY_CELL", "ROW_KEYS", "TABLE_KEYS", "TableChecks"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from app.rules.language.conditions import field_kind
 from app.rules.language.spec import SCORES_PREFIX, RuleProblem, Scalar, SourceRef
-from app.rules.language.yamlsrc import did_you_mean
+from app.declarations.yamlsrc import did_you_mean
 from app.rules.windows.spec import (
     AGGREGATES,
     MAX_WITHIN_S,

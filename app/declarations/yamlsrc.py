@@ -1,4 +1,4 @@
-"""YAML with line numbers, read safely: the raw material the rule checker works on.
+"""YAML with line numbers, read safely: what the rule and declaration checkers work on.
 
 Mappings become ``LineMap`` (a dict that knows its own line, each key's line and any key
 written twice); nothing but plain YAML types is ever built. Also the small helpers every

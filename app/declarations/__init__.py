@@ -1,0 +1,130 @@
+"""Event types declared in files: fields, labels and models, read from ``schemas/*.yaml``.
+
+A data owner describes an event type in YAML (docs/events.md); ``load_declarations``
+reads every ``*.yaml`` of a folder, checks it (``reader.py``, problems with file, line
+and fix) and compiles each type into the pydantic model that decodes its events
+(``build.py``). ``Declarations`` then answers what the rest of Arbiter asks of a type:
+its decoder, its field kinds and score names for the rules checker, its JSON Schema.
+Pure: reads files, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.declarations.build import DeclaredEvent, build_model
+from app.declarations.reader import read_declaration
+from app.declarations.spec import ModelSpec, Problem, TypeSpec
+from schemas.common import FieldKind, model_field_kinds
+
+__all__ = [
+    "Declarations",
+    "DeclaredEvent",
+    "DeclaredType",
+    "Problem",
+    "load_declarations",
+    "score_kinds",
+]
+
+
+@dataclass(frozen=True)
+class DeclaredType:
+    """One checked, compiled event type."""
+
+    spec: TypeSpec
+    model: type[DeclaredEvent]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        """Every dotted field path, as rules and windows see it, mapped to its kind."""
+        return model_field_kinds(self.model)
+
+    def score_kinds(self) -> dict[str, str]:
+        return score_kinds(self.spec.models)
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.model.model_json_schema()
+
+
+def score_kinds(models: tuple[ModelSpec, ...]) -> dict[str, str]:
+    """What ``scores.<name>`` rules may read: a yes/no model writes its probability (a
+    number); a multi-class model writes the class (text) and ``<name>_confidence``."""
+    kinds: dict[str, str] = {}
+    for model in models:
+        if model.multi_class:
+            kinds[model.name] = "string"
+            kinds[f"{model.name}_confidence"] = "number"
+        else:
+            kinds[model.name] = "number"
+    return kinds
+
+
+@dataclass
+class Declarations(Mapping[str, DeclaredType]):
+    """The declared event types of one folder, by name."""
+
+    directory: Path
+    types: dict[str, DeclaredType] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> DeclaredType:
+        try:
+            return self.types[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown event type {name!r}; declared types are "
+                f"{', '.join(sorted(self.types)) or 'none'} (in {self.directory})"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.types)
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def field_kinds(self) -> dict[str, dict[str, FieldKind]]:
+        return {name: t.field_kinds() for name, t in self.types.items()}
+
+    def score_kinds(self) -> dict[str, dict[str, str]]:
+        return {name: t.score_kinds() for name, t in self.types.items()}
+
+
+def load_declarations(directory: Path) -> tuple[Declarations, list[Problem]]:
+    """Every ``*.yaml`` declaration in ``directory``: the types that passed, and every
+    problem found (a file with problems contributes no type)."""
+    declarations = Declarations(directory)
+    problems: list[Problem] = []
+    if not directory.is_dir():
+        problems.append(
+            Problem(
+                str(directory),
+                None,
+                "no such folder — create it and declare each event type in a .yaml file",
+            )
+        )
+        return declarations, problems
+    files: dict[str, str] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        display = str(path)
+        spec, found = read_declaration(path, display)
+        problems.extend(found)
+        if spec is None:
+            continue
+        if spec.name in files:
+            problems.append(
+                Problem(
+                    display,
+                    spec.line,
+                    f"type '{spec.name}' is already declared in {files[spec.name]} — "
+                    "one file per type: rename or remove one",
+                )
+            )
+            continue
+        files[spec.name] = display
+        declarations.types[spec.name] = DeclaredType(spec, build_model(spec))
+    return declarations, problems

@@ -1,0 +1,149 @@
+"""The checked values a declaration file turns into: an event type, its labels, its models.
+
+``reader.py`` builds these from YAML (refusing what it cannot use, with file, line and
+fix); ``build.py`` compiles a ``TypeSpec`` into the pydantic model that decodes events.
+Plain frozen dataclasses: nothing here reads files or knows pydantic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+FieldType = Literal["string", "integer", "number", "boolean", "enum", "datetime", "object", "array"]
+FIELD_TYPES: tuple[FieldType, ...] = (
+    "string",
+    "integer",
+    "number",
+    "boolean",
+    "enum",
+    "datetime",
+    "object",
+    "array",
+)
+# Named checks a string field can ask for (``format: currency``).
+STRING_FORMATS = ("currency", "country")
+LabelType = Literal["boolean", "enum", "number"]
+LABEL_TYPES: tuple[LabelType, ...] = ("boolean", "enum", "number")
+ModelKind = Literal["tabular", "text"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("tabular", "text")
+UnknownFields = Literal["reject", "keep"]
+# Derived features a model may ask for, and the field kinds each one reads.
+DERIVED_FEATURES: dict[str, tuple[FieldType, ...]] = {
+    "log": ("number", "integer"),
+    "hour_of_day": ("datetime",),
+    "day_of_week": ("datetime",),
+    "vs_recent_mean": ("number", "integer"),
+    "length": ("string",),
+}
+# The id, key and time that every event carries inside Arbiter, whatever a declaration
+# calls them in the payload.
+ID_FIELD = "event_id"
+TIME_FIELD = "occurred_at"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a declaration; ``message`` says what and how to fix it."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of an event (or of an object inside it)."""
+
+    name: str
+    type: FieldType
+    line: int
+    required: bool = True
+    description: str | None = None
+    minimum: float | None = None  # number, integer
+    maximum: float | None = None
+    min_length: int | None = None  # string (characters), array (items)
+    max_length: int | None = None
+    pattern: str | None = None  # string
+    format: str | None = None  # string: one of STRING_FORMATS
+    values: tuple[str | int | float | bool, ...] = ()  # enum
+    text: bool = False  # string: free text a text model may read
+    items: FieldSpec | None = None  # array
+    fields: tuple[FieldSpec, ...] = ()  # object
+
+    def child(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """A label an outcome of this type carries (``outcomes.<type>``)."""
+
+    name: str
+    type: LabelType
+    line: int
+    values: tuple[str, ...] = ()  # enum
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A derived feature: ``function`` applied to ``field`` (``log: amount``)."""
+
+    function: str
+    field: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.function}({self.field})"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of this type: what it predicts, from which features, by which kind."""
+
+    name: str
+    label: str
+    kind: ModelKind
+    line: int
+    positive: tuple[str | bool | float, ...] = ()  # binary: which label values are positive
+    classes: tuple[str, ...] = ()  # multi-class: the label's classes
+    include: tuple[str, ...] = ()  # empty: every field
+    exclude: tuple[str, ...] = ()
+    derived: tuple[Derived, ...] = ()
+    text: tuple[str, ...] = ()  # text kind: the text fields it reads, in order
+
+    @property
+    def multi_class(self) -> bool:
+        return bool(self.classes)
+
+
+@dataclass(frozen=True)
+class TypeSpec:
+    """A whole declaration: one event type, its fields, labels and models."""
+
+    name: str
+    file: str
+    line: int
+    fields: tuple[FieldSpec, ...]
+    id_field: str = ID_FIELD
+    key_field: str = "customer_id"
+    time_field: str | None = None  # None: the arrival time is the event time
+    unknown_fields: UnknownFields = "reject"
+    description: str | None = None
+    attributes: bool = True  # the free ``attributes`` bag of extra values
+    labels: tuple[LabelSpec, ...] = ()
+    models: tuple[ModelSpec, ...] = ()
+
+    def field(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    def label(self, name: str) -> LabelSpec | None:
+        return next((lab for lab in self.labels if lab.name == name), None)
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.text)
