@@ -1,0 +1,362 @@
+"""Event types declared in files: reading, checking, compiling and decoding (app.declarations)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from app.cli.main import app as cli_app
+from app.declarations import load_declarations
+from app.declarations.build import TEXT_MARK
+from app.inference.catalog import SCORE_TYPES
+from app.rules.loader import check_rules
+from app.simulator.generate import generate
+from schemas import EVENT_MODELS, field_types
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "schemas"
+
+LOAN = """\
+type: loan
+description: A credit application.
+id: application_id
+key: customer_id
+time: submitted_at
+fields:
+  application_id: string
+  customer_id: {type: string, max_length: 32}
+  submitted_at: datetime
+  balance: {type: number, min: 0, max: 100000}
+  income: {type: number, min: 0}
+  student: boolean
+  purpose: {type: enum, values: [car, home, education]}
+  note: {type: string, text: true, max_length: 200, required: false}
+  dependants: {type: integer, min: 0, max: 20, required: false}
+  address:
+    type: object
+    fields:
+      country: {type: string, format: country}
+      postcode: {type: string, pattern: '^[0-9A-Z -]{3,10}$'}
+  tags: {type: array, items: string, max_length: 3, required: false}
+labels:
+  defaulted: boolean
+models:
+  - name: default_risk
+    predicts: {label: defaulted}
+    features: {exclude: [customer_id], derived: [{log: income}]}
+"""
+
+GOOD_LOAN = {
+    "application_id": "app-1",
+    "customer_id": "c-7",
+    "submitted_at": "2026-03-01T09:30:00+01:00",
+    "balance": 1200.5,
+    "income": 38000,
+    "student": False,
+    "purpose": "car",
+    "address": {"country": "DE", "postcode": "10115"},
+}
+
+
+def declare(tmp_path: Path, text: str, name: str = "loan.yaml") -> Path:
+    folder = tmp_path / "schemas"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    declarations, problems = load_declarations(SHIPPED)
+    assert problems == []
+    return declarations
+
+
+@pytest.fixture
+def loan(tmp_path: Path):
+    declarations, problems = load_declarations(declare(tmp_path, LOAN))
+    assert problems == []
+    return declarations["loan"].model
+
+
+# -- the shipped types, declared
+
+
+def test_the_shipped_declarations_decode_the_simulator_stream_exactly_as_the_hand_written_models(
+    shipped,
+) -> None:
+    accepted = refused = 0
+    for sim in generate(3000, seed=5, malformed_rate=0.3):
+        hand = EVENT_MODELS[sim.event_type]
+        declared = shipped[sim.event_type].model
+        hand_errors = _errors(hand, sim.value)
+        if hand_errors is not None:
+            assert _errors(declared, sim.value) == hand_errors
+            refused += 1
+            continue
+        expected = hand.model_validate_json(sim.value)
+        got = declared.model_validate_json(sim.value)
+        assert got.model_dump(mode="json") == expected.model_dump(mode="json")
+        assert got.partition_key == expected.partition_key
+        assert got.event_id == expected.event_id
+        accepted += 1
+    assert accepted > 1500
+    assert refused > 300
+
+
+def test_the_shipped_declarations_give_the_rules_the_same_fields_and_scores(shipped) -> None:
+    for event_type in EVENT_MODELS:
+        assert shipped[event_type].field_kinds() == field_types(event_type)
+        assert shipped[event_type].score_kinds() == SCORE_TYPES[event_type]
+
+
+def test_the_shipped_rules_check_clean_against_the_declarations(shipped) -> None:
+    rulesets, problems = check_rules(REPO / "rules", shipped.field_kinds(), shipped.score_kinds())
+    assert problems == []
+    assert sorted(rulesets) == ["order", "ticket", "transaction"]
+
+
+def _errors(model, raw: bytes) -> set[tuple[object, ...]] | None:
+    """The error locations decoding ``raw`` gives, or None when it decodes."""
+    try:
+        model.model_validate_json(raw)
+    except ValidationError as exc:
+        return {tuple(e["loc"]) for e in exc.errors()}
+    return None
+
+
+# -- a type nobody shipped
+
+
+def test_a_declared_type_decodes_under_its_own_id_key_and_time_names(loan) -> None:
+    event = loan.model_validate_json(json.dumps(GOOD_LOAN))
+    assert event.event_id == "app-1"
+    assert event.partition_key == "c-7"
+    assert event.occurred_at == datetime(2026, 3, 1, 8, 30, tzinfo=UTC)
+    assert event.event_type == "loan"
+    dumped = event.model_dump(mode="json", exclude_none=True)
+    assert dumped["application_id"] == "app-1"
+    assert dumped["submitted_at"] == "2026-03-01T09:30:00+01:00"
+    assert "event_id" not in dumped
+    assert "occurred_at" not in dumped
+    assert loan.model_validate(dumped) == event  # a dump reads back as the same event
+
+
+def test_each_bad_value_is_refused_naming_the_field_and_the_fix(loan) -> None:
+    bad = {
+        **GOOD_LOAN,
+        "application_id": "app 1",
+        "submitted_at": "2026-03-01T09:30:00",
+        "balance": -1,
+        "student": "perhaps",
+        "purpose": "boat",
+        "customer_id": "c" * 40,
+        "address": {"country": "de", "postcode": "1"},
+        "tags": ["a", "b", "c", "d"],
+        "surprise": 1,
+    }
+    with pytest.raises(ValidationError) as caught:
+        loan.model_validate_json(json.dumps(bad))
+    errors = {e["loc"]: e["msg"] for e in caught.value.errors()}
+    assert "pattern" in errors[("application_id",)]
+    assert errors[("submitted_at",)].startswith("submitted_at has no timezone")
+    assert "greater than or equal to 0" in errors[("balance",)]
+    assert "valid boolean" in errors[("student",)]
+    assert "'car', 'home' or 'education'" in errors[("purpose",)]
+    assert errors[("customer_id",)] == (
+        "customer_id is 40 characters; the limit is 32: shorten it, or send long content as a link"
+    )
+    assert errors[("address", "country")] == "country code 'de' must be upper case: send 'DE'"
+    assert "pattern" in errors[("address", "postcode")]
+    assert "at most 3 items" in errors[("tags",)]
+    assert errors[("surprise",)] == "Extra inputs are not permitted"
+
+
+def test_a_missing_required_field_is_refused_and_an_optional_one_is_not(loan) -> None:
+    without_note = loan.model_validate(GOOD_LOAN)
+    assert without_note.note is None
+    with pytest.raises(ValidationError) as caught:
+        loan.model_validate({k: v for k, v in GOOD_LOAN.items() if k != "income"})
+    assert [e["loc"] for e in caught.value.errors()] == [("income",)]
+
+
+def test_a_type_without_an_event_time_takes_the_arrival_time(tmp_path: Path) -> None:
+    text = """\
+        type: shipment
+        id: shipment_id
+        key: carrier
+        unknown_fields: keep
+        fields:
+          shipment_id: string
+          carrier: integer
+          weight_kg: {type: number, min: 0}
+        """
+    declarations, problems = load_declarations(declare(tmp_path, text, "shipment.yaml"))
+    assert problems == []
+    model = declarations["shipment"].model
+    before = datetime.now(UTC)
+    event = model.model_validate({"shipment_id": "s1", "carrier": 7, "weight_kg": 2, "extra": "x"})
+    assert before <= event.occurred_at <= datetime.now(UTC)
+    assert event.partition_key == "7"
+    assert event.model_dump()["extra"] == "x"  # unknown_fields: keep
+    assert declarations["shipment"].spec.time_field is None
+
+
+def test_the_json_schema_of_a_declared_type_accepts_good_events_and_refuses_bad_ones(
+    tmp_path: Path,
+) -> None:
+    declarations, _ = load_declarations(declare(tmp_path, LOAN))
+    schema = declarations["loan"].json_schema()
+    jsonschema.validate(GOOD_LOAN, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**GOOD_LOAN, "purpose": "boat"}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**GOOD_LOAN, "surprise": 1}, schema)
+    assert schema["properties"]["note"][TEXT_MARK] is True
+    assert set(schema["required"]) >= {"application_id", "submitted_at", "customer_id"}
+
+
+def test_declared_models_give_rules_their_scores(tmp_path: Path) -> None:
+    declarations, _ = load_declarations(declare(tmp_path, LOAN))
+    assert declarations.score_kinds() == {"loan": {"default_risk": "number"}}
+    kinds = declarations.field_kinds()["loan"]
+    assert kinds["application_id"] == "string"
+    assert kinds["submitted_at"] == "datetime"
+    assert kinds["address.country"] == "string"
+    assert kinds["tags.*"] == "string"
+
+
+# -- problems: file, line and the fix
+
+BROKEN = [
+    (
+        "unknown field type",
+        LOAN.replace("  student: boolean", "  student: bolean"),
+        12,
+        "field 'student' has unknown type the string 'bolean' — did you mean 'boolean'?",
+    ),
+    (
+        "key field that does not exist",
+        LOAN.replace("key: customer_id", "key: client_id"),
+        4,
+        "key: the string 'client_id' is not a field of this type",
+    ),
+    (
+        "model whose label is never produced",
+        LOAN.replace("predicts: {label: defaulted}", "predicts: {label: default}"),
+        26,
+        "model 'default_risk' predicts label the string 'default', which no outcome of 'loan' "
+        "carries — did you mean 'defaulted'?",
+    ),
+    (
+        "time field that is not a datetime",
+        LOAN.replace("time: submitted_at", "time: balance"),
+        10,
+        "the time field 'balance' must be a required datetime",
+    ),
+    (
+        "invalid pattern",
+        LOAN.replace("'^[0-9A-Z -]{3,10}$'", "'^[0-9'"),
+        20,
+        "pattern '^[0-9' is not a valid regular expression",
+    ),
+    (
+        "unknown derived feature",
+        LOAN.replace("{log: income}", "{logg: income}"),
+        27,
+        "unknown derived feature 'logg' — did you mean 'log'?",
+    ),
+    (
+        "text model without text",
+        LOAN.replace("  note: {type: string, text: true,", "  note: {type: string,").replace(
+            "    predicts: {label: defaulted}", "    predicts: {label: defaulted}\n    kind: text"
+        ),
+        25,
+        "text model 'default_risk' has no text to read — mark a string field 'text: true'",
+    ),
+    (
+        "field declared twice",
+        LOAN.replace("  student: boolean", "  student: boolean\n  income: number"),
+        13,
+        "field 'income' is declared twice",
+    ),
+    (
+        "option that does not apply to the type",
+        LOAN.replace("  student: boolean", "  student: {type: boolean, max: 3}"),
+        12,
+        "'max' does not apply to a boolean field ('student') — remove it",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "text", "line", "message"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_a_broken_declaration_is_refused_with_its_file_line_and_fix(
+    tmp_path: Path, what: str, text: str, line: int, message: str
+) -> None:
+    declarations, problems = load_declarations(declare(tmp_path, text))
+    assert "loan" not in declarations, what
+    shown = [str(p) for p in problems]
+    where = f"{tmp_path / 'schemas' / 'loan.yaml'}:{line}: "
+    assert any(s.startswith(where) and message in s for s in shown), shown
+
+
+def test_a_rule_that_reads_a_field_the_type_lacks_is_refused_with_file_and_line(
+    tmp_path: Path,
+) -> None:
+    declarations, _ = load_declarations(declare(tmp_path, LOAN))
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "loan.yaml").write_text(
+        textwrap.dedent(
+            """\
+            ruleset: loan
+            default: {decision: approve, reason: fine}
+            rules:
+              - name: risky
+                when: {all: [{field: scores.default_risk, gte: 0.5}, {field: salary, lt: 1000}]}
+                decision: decline
+                reason: "risk {scores.default_risk:.2f}"
+            """
+        ),
+        encoding="utf-8",
+    )
+    _, problems = check_rules(rules, declarations.field_kinds(), declarations.score_kinds())
+    shown = [str(p) for p in problems]
+    assert len(shown) == 1, shown
+    assert shown[0].startswith(f"{rules / 'loan.yaml'}:5 rule 'risky': ")
+    assert "salary" in shown[0]
+
+
+def test_two_files_declaring_one_type_are_refused(tmp_path: Path) -> None:
+    folder = declare(tmp_path, LOAN)
+    (folder / "loan2.yaml").write_text(LOAN, encoding="utf-8")
+    declarations, problems = load_declarations(folder)
+    assert list(declarations) == ["loan"]
+    assert "type 'loan' is already declared in" in str(problems[0])
+
+
+def test_schemas_check_prints_each_problem_and_exits_1_or_summarises_the_types(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    good = declare(tmp_path, LOAN)
+    empty_rules = tmp_path / "no-rules"
+    result = runner.invoke(
+        cli_app, ["schemas", "check", "--dir", str(good), "--rules", str(empty_rules)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "loan: 11 fields, key customer_id, time submitted_at" in result.output
+    assert "default_risk (tabular, predicts defaulted)" in result.output
+    (good / "loan.yaml").write_text(LOAN.replace("key: customer_id", "key: client"), "utf-8")
+    result = runner.invoke(
+        cli_app, ["schemas", "check", "--dir", str(good), "--rules", str(empty_rules)]
+    )
+    assert result.exit_code == 1
+    assert "loan.yaml:4: key: the string 'client' is not a field of this type" in result.output
