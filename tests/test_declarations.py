@@ -362,3 +362,15 @@ def test_schemas_check_prints_each_problem_and_exits_1_or_summarises_the_types(
     )
     assert result.exit_code == 1
     assert "loan.yaml:4: key: the string 'client' is not a field of this type" in result.output
+
+
+def test_schemas_export_writes_the_json_schema_of_a_declared_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARBITER_SCHEMAS_DIR", str(declare(tmp_path, LOAN)))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli_app, ["schemas", "export", str(out)])
+    assert result.exit_code == 0, result.output
+    schema = json.loads((out / "loan.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(GOOD_LOAN, schema)
+    assert (out / "transaction.schema.json").is_file()
