@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from app.declarations.yamlsrc import LineLoader
 from app.inference.catalog import SCORE_TYPES
 from app.rules.language.spec import RuleProblem, SourceRef
-from app.declarations.yamlsrc import LineLoader
 from app.rules.windows.parse import parse_windows
 from app.rules.windows.spec import WindowSpec, window_field_types
 from app.rules.windows.store import WindowStore

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from app.declarations.yamlsrc import LineLoader, LineMap
 from app.errors import ConfigError
 from app.rules.language.spec import RuleSet, Webhook
-from app.declarations.yamlsrc import LineLoader, LineMap
 
 __all__ = [
     "Endpoint",

@@ -45,13 +45,13 @@ from typing import Any
 
 import yaml
 
+from app.declarations.yamlsrc import LineLoader, LineMap, describe, did_you_mean, key_line
 from app.errors import ConfigError
 from app.rules.language.conditions import CondContext, Invalid, field_kind
 from app.rules.language.merge import merge_ruleset
 from app.rules.language.rule_checks import FileRules
 from app.rules.language.spec import MODES, RuleProblem, RuleSet
 from app.rules.language.tables import TableChecks
-from app.declarations.yamlsrc import LineLoader, LineMap, describe, did_you_mean, key_line
 from app.rules.windows.parse import parse_windows
 
 __all__ = ["RuleProblem", "check_rules", "field_kind", "load_rulesets"]

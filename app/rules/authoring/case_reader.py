@@ -15,8 +15,6 @@ from typing import Any
 
 import yaml
 
-from app.rules.authoring.cases import Expectation, RuleTest, plain
-from app.rules.language.spec import RuleProblem, SourceRef
 from app.declarations.yamlsrc import (
     LineLoader,
     LineMap,
@@ -25,6 +23,8 @@ from app.declarations.yamlsrc import (
     key_line,
     line_of,
 )
+from app.rules.authoring.cases import Expectation, RuleTest, plain
+from app.rules.language.spec import RuleProblem, SourceRef
 from schemas import EVENT_MODELS
 
 TEST_KEYS = ("name", "event", "scores", "windows", "expect")

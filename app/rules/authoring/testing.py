@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.declarations.yamlsrc import describe, did_you_mean
 from app.rules.authoring.case_reader import read_tests
 from app.rules.authoring.cases import (
     CaseResult,
@@ -43,7 +44,6 @@ from app.rules.authoring.cases import (
     sample_event,
 )
 from app.rules.language.spec import RuleSet
-from app.declarations.yamlsrc import describe, did_you_mean
 from app.rules.loader import check_rules
 from app.rules.runtime.engine import RulesEngine
 from app.rules.runtime.result import RuleResult

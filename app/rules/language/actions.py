@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from app.declarations.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
 from app.rules.language.conditions import CondContext, ConditionChecks, Invalid
 from app.rules.language.spec import Action, Publish, Scalar, SetValues, Tag, Webhook
-from app.declarations.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
 
 __all__ = ["ACTION_KEYS", "ActionChecks"]
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from app.declarations.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
 from app.rules.language.expr import Expression, ExpressionError, parse_expression
 from app.rules.language.kinds import ValueKind, fact_key, value_kind
 from app.rules.language.spec import (
@@ -33,7 +34,6 @@ from app.rules.language.spec import (
     Scalar,
     SourceRef,
 )
-from app.declarations.yamlsrc import LineMap, describe, did_you_mean, key_line, line_of
 
 GROUP_KEYS = ("all", "any", "not")
 COMPARE_KEYS = ("field", *OPERATORS)

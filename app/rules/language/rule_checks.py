@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.declarations.yamlsrc import LineMap, describe, key_line, line_of
 from app.rules.language.actions import ActionChecks
 from app.rules.language.conditions import CondContext, Invalid
 from app.rules.language.reasons import TemplateError, check_spec, parse_template
 from app.rules.language.spec import Action, Condition, Mode, Rule, SourceRef
-from app.declarations.yamlsrc import LineMap, describe, key_line, line_of
 
 __all__ = ["NAME_RE", "RULE_KEYS", "FileRules", "RuleChecks", "RuleParts"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.declarations.yamlsrc import LineMap, describe, key_line, line_of
 from app.rules.language.conditions import CondContext
 from app.rules.language.rule_checks import NAME_RE, FileRules, RuleChecks
 from app.rules.language.spec import AllOf, Condition, Rule, SourceRef
-from app.declarations.yamlsrc import LineMap, describe, key_line, line_of
 
 __all__ = ["ANY_CELL", "ROW_KEYS", "TABLE_KEYS", "TableChecks"]
 

@@ -16,9 +16,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from app.declarations.yamlsrc import did_you_mean
 from app.rules.language.conditions import field_kind
 from app.rules.language.spec import SCORES_PREFIX, RuleProblem, Scalar, SourceRef
-from app.declarations.yamlsrc import did_you_mean
 from app.rules.windows.spec import (
     AGGREGATES,
     MAX_WITHIN_S,
