@@ -21,8 +21,8 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from app.declarations import EventTypes, served_types
 from app.errors import ConfigError
-from app.inference.catalog import SCORE_TYPES
 from app.inference.scoring import Scorer
 from app.outbox.config import Endpoints, check_rule_webhooks, load_endpoints
 from app.pipeline.models import ModelWatcher, load_in_service, replay_history
@@ -42,7 +42,6 @@ from app.values import OutMessage
 from connectors.broker import EmbeddedBroker
 from connectors.kafka.client import ensure_topics, make_producer, publish_all
 from connectors.kafka.consume import BatchListener, ConsumeConfig, ConsumeLoop
-from schemas import field_types
 
 log = structlog.get_logger("arbiter.wiring")
 
@@ -52,17 +51,23 @@ def all_topics(settings: Settings) -> list[str]:
     return [settings.topic(k, t) for t in settings.event_types for k in kinds]  # type: ignore[arg-type]
 
 
+def event_types(settings: Settings) -> EventTypes:
+    """The event types this process serves, from their declarations (``ConfigError``
+    naming every problem when one is broken or missing)."""
+    return served_types(settings.schemas.dir, settings.event_types)
+
+
 def rule_vocabulary(
-    settings: Settings,
+    settings: Settings, types: EventTypes | None = None
 ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
     """The fields and scores rule files may name, for the event types this process runs."""
-    types: dict[str, dict[str, str]] = {t: dict(field_types(t)) for t in settings.event_types}
-    scores = {t: SCORE_TYPES[t] for t in settings.event_types}
-    return types, scores
+    served = types or event_types(settings)
+    fields: dict[str, dict[str, str]] = {t: dict(k) for t, k in served.field_kinds().items()}
+    return fields, served.score_kinds()
 
 
-def load_rules_engine(settings: Settings) -> RulesEngine:
-    return RulesEngine(load_rulesets(settings.rules.dir, *rule_vocabulary(settings)))
+def load_rules_engine(settings: Settings, types: EventTypes | None = None) -> RulesEngine:
+    return RulesEngine(load_rulesets(settings.rules.dir, *rule_vocabulary(settings, types)))
 
 
 @dataclass
@@ -78,6 +83,7 @@ class Components:
     registry: ModelRegistry
     outcomes: OutcomeStore
     endpoints: Endpoints  # webhook endpoints (connectors file)
+    types: EventTypes  # the served event types and their decoders
 
 
 @contextlib.asynccontextmanager
@@ -98,8 +104,10 @@ async def start_components(
             await migrate.upgrade(url)
         await migrate.require_current(engine)
 
+        types = event_types(settings)
+        say(f"serving {', '.join(types.names)} (declared in {settings.schemas.dir})")
         say(f"loading rules from {settings.rules.dir}")
-        rules = load_rules_engine(settings)
+        rules = load_rules_engine(settings, types)
         endpoints = load_endpoints(settings.connectors_file, os.environ)
         for name in check_rule_webhooks(rules.rulesets, endpoints):
             log.warning("rules name a disabled webhook endpoint", endpoint=name)
@@ -154,6 +162,8 @@ async def start_components(
             text_threads=settings.models.text_threads,
             outcomes=outcome_store,
             endpoints=endpoints,
+            event_models=types.models,
+            declared_models={t: [m.name for m in types.spec(t).models] for t in types.names},
         )
         stack.callback(processor.close)
         yield Components(
@@ -168,6 +178,7 @@ async def start_components(
             registry,
             outcome_store,
             endpoints,
+            types,
         )
 
 
@@ -184,7 +195,9 @@ def consume_loop(
     upkeep = Upkeep(
         components.processor,
         components.rules,
-        RulesWatcher(s.rules.dir, *rule_vocabulary(s), interval_s=s.rules.reload_s),
+        RulesWatcher(
+            s.rules.dir, *rule_vocabulary(s, components.types), interval_s=s.rules.reload_s
+        ),
         ModelWatcher(
             components.registry,
             s.resolved_models_dir,

@@ -6,13 +6,15 @@ the logged decision by ``event_id`` and become training labels.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
 from schemas.common import Contract, EventId, PartyId, Timestamp
 
-EventType = Literal["order", "ticket", "transaction"]
+# Any declared event type (schemas/*.yaml): lower case, digits and underscores. Whether
+# the type is served is checked where the outcome arrives (its topic or route).
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 
 
 class Outcome(Contract):

@@ -336,12 +336,15 @@ def test_a_rule_that_reads_a_field_the_type_lacks_is_refused_with_file_and_line(
     assert "salary" in shown[0]
 
 
-def test_two_files_declaring_one_type_are_refused(tmp_path: Path) -> None:
+def test_a_declaration_is_named_after_its_type(tmp_path: Path) -> None:
     folder = declare(tmp_path, LOAN)
     (folder / "loan2.yaml").write_text(LOAN, encoding="utf-8")
     declarations, problems = load_declarations(folder)
     assert list(declarations) == ["loan"]
-    assert "type 'loan' is already declared in" in str(problems[0])
+    assert str(problems[0]) == (
+        f"{folder / 'loan2.yaml'}:1: the file declares type 'loan' but is named loan2.yaml — "
+        "name it loan.yaml (one file per type, named after it)"
+    )
 
 
 def test_schemas_check_prints_each_problem_and_exits_1_or_summarises_the_types(

@@ -170,6 +170,7 @@ def explain(event_id: Annotated[str, typer.Argument(help="The event's event_id."
         key = name.split(".", 1)[-1]
         value = d.scores.get(key, "?")
         top = ", ".join(f"{t[0]} {float(t[1]):+.3f}" for t in explanation.get("top", []))
+        top = top or str(explanation.get("detail", ""))
         scores.add_row(
             name,
             str(d.model_versions.get(name, "?")),

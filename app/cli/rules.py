@@ -23,14 +23,16 @@ def rules_check(
     rules_dir: Annotated[Path | None, typer.Option("--dir", help="Folder of rule files.")] = None,
 ) -> None:
     """Validate every rule file; print each problem with file, line, rule and fix."""
-    from app.inference.catalog import SCORE_TYPES
+    from app.errors import ConfigError
     from app.rules.loader import check_rules
-    from schemas import field_types
+    from app.wiring import rule_vocabulary
 
     settings = build_settings(rules_dir=rules_dir)
-    types = {t: field_types(t) for t in settings.event_types}
-    scores = {t: SCORE_TYPES[t] for t in settings.event_types}
-    rulesets, problems = check_rules(settings.rules.dir, types, scores)
+    try:
+        vocabulary = rule_vocabulary(settings)
+    except ConfigError as exc:
+        fail(str(exc))
+    rulesets, problems = check_rules(settings.rules.dir, *vocabulary)
     for problem in problems:
         err.print("[red]✗[/]", escape(str(problem)), highlight=False, soft_wrap=True)
     if problems:

@@ -18,13 +18,13 @@ from typing import Any, Protocol
 
 from app.core.stages import RuleOutcome, Valid, assemble_decisions, rule_facts, utcnow
 from app.inference.scoring import ScoredBatch
-from schemas import Decision, EventBase
+from schemas import Decision, EventCore
 
 
 class Scores(Protocol):
     """What deciding needs of the models (``app.inference.scoring.Scorer`` is one)."""
 
-    def score_batch(self, event_type: str, events: Sequence[EventBase]) -> ScoredBatch: ...
+    def score_batch(self, event_type: str, events: Sequence[EventCore]) -> ScoredBatch: ...
     def uses_text(self, event_type: str) -> bool: ...
 
 
@@ -65,12 +65,16 @@ def decide_batch(
     decisions_topic: Callable[[str], str],
     received_at: datetime,
     text_pool: Executor | None = None,
+    declared_models: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Decided]:
     """Score and apply rules to ``fresh`` (events nobody decided yet), grouped by type.
 
     ``text_pool``: when given, types scored with a text model are scored on it while the
     other types score on the calling thread (the encoder and the tabular models then use
     a core each). The output is grouped by type, in record order within a type.
+    ``declared_models``: per type, the models its declaration names; one without a
+    version in service gets an explanation saying it is not trained yet (its score is
+    missing, so a rule that reads it does not match).
     """
     by_type: dict[str, list[Valid]] = {}
     for item in fresh:
@@ -103,11 +107,15 @@ def decide_batch(
         batch_facts = [facts[id(i)] for i in items]
         outcomes = rules.evaluate(event_type, batch_facts)
         result = scored[event_type]
+        untrained = _untrained(event_type, (declared_models or {}).get(event_type, ()), result)
+        explanations = (
+            [{**untrained, **e} for e in result.explanations] if untrained else result.explanations
+        )
         decisions = assemble_decisions(
             items,
             [f["scores"] for f in batch_facts],
             outcomes,
-            explanations=result.explanations,
+            explanations=explanations,
             model_versions={event_type: result.versions},
             decisions_topic={event_type: decisions_topic(event_type)},
             received_at=received_at,
@@ -118,3 +126,18 @@ def decide_batch(
             for decision, item, shadow in zip(decisions, items, result.shadow, strict=True)
         )
     return out
+
+
+def _untrained(
+    event_type: str, models: Sequence[str], result: ScoredBatch
+) -> dict[str, dict[str, Any]]:
+    """An explanation for each declared model of ``event_type`` with no version in service."""
+    missing = [f"{event_type}.{m}" for m in models if f"{event_type}.{m}" not in result.versions]
+    return {
+        name: {
+            "method": "not_trained",
+            "detail": f"{name} has no trained version yet, so scores.{name.split('.', 1)[1]} "
+            "is missing; the trainer trains it once enough outcomes have arrived",
+        }
+        for name in missing
+    }

@@ -7,30 +7,37 @@ and on the dead-letter topic, and a ``detail`` sentence that tells the sender wh
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from app.errors import InvalidEvent
-from schemas import EVENT_MODELS, EventBase, Outcome
+from schemas import EVENT_MODELS, EventCore, Outcome
 
 MAX_LISTED_ERRORS = 5
 MAX_INPUT_REPR = 40
 
 
-def decode_event(event_type: str, raw: bytes, *, max_bytes: int) -> EventBase:
-    """Parse and validate ``raw`` as an event of ``event_type``.
+def decode_event(
+    event_type: str,
+    raw: bytes,
+    *,
+    max_bytes: int,
+    models: Mapping[str, type[EventCore]] = EVENT_MODELS,
+) -> EventCore:
+    """Parse and validate ``raw`` as an event of ``event_type`` (one of ``models``: the
+    served types, ``app.declarations.EventTypes.models``; the shipped ones by default).
 
     Raises ``InvalidEvent`` with reason ``unknown_type``, ``oversize``,
     ``malformed_json``, ``not_an_object`` or ``validation``.
     """
-    model = EVENT_MODELS.get(event_type)
+    model = models.get(event_type)
     if model is None:
         raise InvalidEvent(
             "unknown_type",
-            f"unknown event type {event_type[:64]!r}; known types are "
-            f"{', '.join(sorted(EVENT_MODELS))}",
+            f"unknown event type {event_type[:64]!r}; known types are {', '.join(sorted(models))}",
         )
     if len(raw) > max_bytes:
         raise InvalidEvent(

@@ -35,7 +35,7 @@ from app.core.stages import (
 from app.rules.language.spec import RuleSet
 from app.rules.windows.store import WindowStore
 from app.values import InRecord, OutMessage
-from schemas import Decision, Outcome
+from schemas import EVENT_MODELS, Decision, EventCore, Outcome
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 
@@ -108,11 +108,12 @@ def run_batch(
     topic_for: TopicFor = default_topic,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     received_at: datetime | None = None,
+    event_models: Mapping[str, type[EventCore]] = EVENT_MODELS,
 ) -> BatchOutput:
     """Decide one batch as if nothing had been decided before; see the module docstring."""
     received_at = received_at or utcnow()
     events = [r for r in records if r.kind != "outcomes"]
-    valid, rejected = decode_batch(events, max_bytes=max_event_bytes)
+    valid, rejected = decode_batch(events, max_bytes=max_event_bytes, models=event_models)
     outcomes, bad_outcomes = decode_outcomes(
         [r for r in records if r.kind == "outcomes"], max_bytes=max_event_bytes
     )

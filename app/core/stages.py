@@ -16,13 +16,13 @@ from typing import Any, Protocol
 from app.core.decode import decode_event, decode_outcome
 from app.errors import InvalidEvent
 from app.values import InRecord
-from schemas import Decision, EventBase, Outcome
+from schemas import EVENT_MODELS, Decision, EventCore, Outcome
 
 
 @dataclass(frozen=True)
 class Valid:
     record: InRecord
-    event: EventBase
+    event: EventCore
     payload: dict[str, Any]  # event.model_dump(mode="json"), computed once per event
 
 
@@ -52,14 +52,19 @@ class RuleOutcome(Protocol):
 
 
 def decode_batch(
-    records: Sequence[InRecord], *, max_bytes: int
+    records: Sequence[InRecord],
+    *,
+    max_bytes: int,
+    models: Mapping[str, type[EventCore]] = EVENT_MODELS,
 ) -> tuple[list[Valid], list[Rejected]]:
     """Split a batch into validated events and rejects (with the reason), order kept."""
     valid: list[Valid] = []
     rejected: list[Rejected] = []
     for record in records:
         try:
-            event = decode_event(record.event_type, record.value, max_bytes=max_bytes)
+            event = decode_event(
+                record.event_type, record.value, max_bytes=max_bytes, models=models
+            )
         except InvalidEvent as exc:
             rejected.append(Rejected(record, exc))
             continue
@@ -113,6 +118,8 @@ def explanation_sentence(
     """One readable line on why a model scored what it did, for ``Decision.reasons``."""
     key = model.split(".", 1)[-1]
     method = str(explanation.get("method", "?"))
+    if method == "not_trained":
+        return f"{model}: {explanation.get('detail', 'not trained yet')}."
     top = [(str(t[0]), float(t[1])) for t in explanation.get("top", []) if len(t) == 2]
     value = scores.get(key, "?")
     if method == "top-classes":

@@ -10,7 +10,7 @@ Pure: reads files, nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,19 @@ from typing import Any
 from app.declarations.build import DeclaredEvent, build_model
 from app.declarations.reader import read_declaration
 from app.declarations.spec import ModelSpec, Problem, TypeSpec
-from schemas.common import FieldKind, model_field_kinds
+from app.errors import ConfigError
+from schemas import EVENT_MODELS
+from schemas.common import EventCore, FieldKind, model_field_kinds
 
 __all__ = [
     "Declarations",
     "DeclaredEvent",
     "DeclaredType",
+    "EventTypes",
     "Problem",
     "load_declarations",
     "score_kinds",
+    "served_types",
 ]
 
 
@@ -115,6 +119,16 @@ def load_declarations(directory: Path) -> tuple[Declarations, list[Problem]]:
         problems.extend(found)
         if spec is None:
             continue
+        if path.stem != spec.name:
+            problems.append(
+                Problem(
+                    display,
+                    spec.line,
+                    f"the file declares type '{spec.name}' but is named {path.name} — "
+                    f"name it {spec.name}.yaml (one file per type, named after it)",
+                )
+            )
+            continue
         if spec.name in files:
             problems.append(
                 Problem(
@@ -128,3 +142,54 @@ def load_declarations(directory: Path) -> tuple[Declarations, list[Problem]]:
         files[spec.name] = display
         declarations.types[spec.name] = DeclaredType(spec, build_model(spec))
     return declarations, problems
+
+
+@dataclass(frozen=True)
+class EventTypes:
+    """The event types one process serves: how each decodes, and what rules may read.
+
+    The shipped types decode with their hand-written models in ``schemas`` (a test keeps
+    them identical to their declarations; their feature code reads those classes); every
+    other type with the model compiled from its declaration.
+    """
+
+    declarations: Declarations
+    names: tuple[str, ...]
+    models: Mapping[str, type[EventCore]]
+
+    def field_kinds(self) -> dict[str, dict[str, FieldKind]]:
+        return {t: self.declarations[t].field_kinds() for t in self.names}
+
+    def score_kinds(self) -> dict[str, dict[str, str]]:
+        return {t: self.declarations[t].score_kinds() for t in self.names}
+
+    def spec(self, name: str) -> TypeSpec:
+        return self.declarations[name].spec
+
+
+def served_types(directory: Path, names: Sequence[str]) -> EventTypes:
+    """The declared types ``names`` from ``directory``; a ``ConfigError`` names every
+    problem (and ``arbiter schemas check``) when a declaration is broken or missing."""
+    declarations, problems = load_declarations(directory)
+    missing = [n for n in names if n not in declarations and not _broken(n, problems)]
+    lines = [str(p) for p in problems]
+    lines += [
+        f"event type '{n}' is served (ARBITER_EVENT_TYPES) but not declared in {directory}: "
+        f"add {directory / (n + '.yaml')}"
+        for n in missing
+    ]
+    if lines:
+        shown = "\n  ".join(lines[:20])
+        more = f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""
+        raise ConfigError(
+            f"the event type declarations have {len(lines)} problem(s) — check them with "
+            f"`arbiter schemas check`:\n  {shown}{more}"
+        )
+    models: dict[str, type[EventCore]] = {
+        n: EVENT_MODELS.get(n) or declarations[n].model for n in names
+    }
+    return EventTypes(declarations, tuple(names), models)
+
+
+def _broken(name: str, problems: Sequence[Problem]) -> bool:
+    return any(Path(p.file).stem == name for p in problems)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from app.values import ModelMeta
-from schemas import EventBase
+from schemas import EventCore
 
 Score = float | str
 T = TypeVar("T")
@@ -55,7 +55,7 @@ class BatchContext:
     def __init__(
         self,
         event_type: str,
-        events: Sequence[EventBase],
+        events: Sequence[EventCore],
         state: dict[str, Any] | None = None,
     ) -> None:
         self.event_type = event_type

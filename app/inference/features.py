@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from schemas import EventBase, Order, Ticket, Transaction
+from schemas import EventCore, Order, Ticket, Transaction
 
 FeatureValue = float | str | None
 Row = dict[str, FeatureValue]
@@ -169,13 +169,13 @@ def order_features(order: Order, history: History) -> Row:
     return row
 
 
-_BUILDERS: dict[str, tuple[type[EventBase], Callable[..., Row]]] = {
+_BUILDERS: dict[str, tuple[type[EventCore], Callable[..., Row]]] = {
     "transaction": (Transaction, transaction_features),
     "order": (Order, order_features),
 }
 
 
-def feature_rows(event_type: str, events: Sequence[EventBase], history: History) -> list[Row]:
+def feature_rows(event_type: str, events: Sequence[EventCore], history: History) -> list[Row]:
     """One feature row per event, in order; updates ``history`` as it goes.
 
     Each event's recent-average feature reads ``history`` *before* the event is added, so

@@ -20,7 +20,7 @@ import structlog
 
 from app.inference.base import BatchContext, Score, Served
 from app.inference.samples import sample_events
-from schemas import EventBase
+from schemas import EventCore
 
 log = structlog.get_logger("arbiter.scoring")
 
@@ -83,7 +83,7 @@ class Scorer:
             self.champions[n].meta.family == "tabular" for n in self._by_type.get(event_type, [])
         )
 
-    def remember(self, event_type: str, events: Sequence[EventBase]) -> None:
+    def remember(self, event_type: str, events: Sequence[EventCore]) -> None:
         """Add already-decided events to the type's feature history (a restart's replay)."""
         from app.inference.tabular import remember
 
@@ -106,10 +106,10 @@ class Scorer:
             for name, served in sorted(self.champions.items())
         }
 
-    def score(self, event_type: str, events: Sequence[EventBase]) -> list[dict[str, Score]]:
+    def score(self, event_type: str, events: Sequence[EventCore]) -> list[dict[str, Score]]:
         return self.score_batch(event_type, events).scores
 
-    def score_batch(self, event_type: str, events: Sequence[EventBase]) -> ScoredBatch:
+    def score_batch(self, event_type: str, events: Sequence[EventCore]) -> ScoredBatch:
         n = len(events)
         scores: list[dict[str, Score]] = [{} for _ in range(n)]
         explanations: list[dict[str, dict[str, Any]]] = [{} for _ in range(n)]

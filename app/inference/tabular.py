@@ -51,7 +51,7 @@ from app.inference.tabular_fast import (
     one_openmp_thread,
 )
 from app.values import ModelMeta
-from schemas import EventBase
+from schemas import EventCore
 
 Array = npt.NDArray[Any]
 
@@ -128,7 +128,7 @@ def pipeline_input(
     return matrix
 
 
-def rows_in_order(spec: TabularSpec, events: Sequence[EventBase]) -> list[Row]:
+def rows_in_order(spec: TabularSpec, events: Sequence[EventCore]) -> list[Row]:
     """Feature rows of ``events``, computed in time order with a fresh ``History`` (as
     serving computes them, so "amount vs recent average" sees only earlier events).
 
@@ -308,7 +308,7 @@ class ServedTabular:
         return out
 
 
-def remember(state: dict[str, Any], event_type: str, events: Sequence[EventBase]) -> list[Row]:
+def remember(state: dict[str, Any], event_type: str, events: Sequence[EventCore]) -> list[Row]:
     """Feature rows of ``events``, adding them to the per-type history kept in ``state``
     (the scorer's, outliving batches): what scoring does, and what a restart replays from
     the ledger so that "amount vs recent average" does not start from nothing."""

@@ -34,7 +34,7 @@ from app.errors import ConfigError
 from app.inference.base import TOP_CONTRIBUTIONS, BatchContext, Prediction
 from app.inference.features import ticket_text
 from app.values import ModelMeta
-from schemas import EventBase, Ticket
+from schemas import EventCore, Ticket
 
 if TYPE_CHECKING:
     from app.inference.encoder import Encoder
@@ -162,7 +162,7 @@ def softmax(logits: Floats) -> Floats:
     return logits
 
 
-def ticket_texts(events: Sequence[EventBase]) -> list[str]:
+def ticket_texts(events: Sequence[EventCore]) -> list[str]:
     texts = []
     for event in events:
         if not isinstance(event, Ticket):

@@ -30,7 +30,7 @@ from app.inference.loading import load_served
 from app.inference.scoring import Scorer, warm_up
 from app.store.ledger import Ledger
 from app.store.registry import InService, ModelRecord, ModelRegistry
-from schemas import EVENT_MODELS, EventBase
+from schemas import EVENT_MODELS, EventCore
 
 log = structlog.get_logger("arbiter.models")
 
@@ -160,7 +160,7 @@ async def replay_history(ledger: Ledger, scorer: Scorer, *, lookback: timedelta)
     loop = asyncio.get_running_loop()
     fed = 0
     async for page in ledger.decided_events(newest - lookback):
-        by_type: dict[str, list[EventBase]] = {}
+        by_type: dict[str, list[EventCore]] = {}
         for stored in page:
             if scorer.keeps_history(stored.event_type):
                 model = EVENT_MODELS[stored.event_type]

@@ -51,7 +51,7 @@ from app.values import (
     RecordOutcome,
     StoredDecision,
 )
-from schemas import Decision, Outcome
+from schemas import EVENT_MODELS, Decision, EventCore, Outcome
 
 log = structlog.get_logger("arbiter.processor")
 
@@ -106,8 +106,13 @@ class BatchProcessor:
         text_threads: int = 1,
         outcomes: OutcomeStore | None = None,
         endpoints: Endpoints | None = None,
+        event_models: Mapping[str, type[EventCore]] = EVENT_MODELS,
+        declared_models: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._ledger = ledger
+        # The served types' decoders (app.declarations.EventTypes.models).
+        self._event_models = event_models
+        self._declared_models = declared_models
         self._outcomes = outcomes
         # Webhook endpoints: new decisions' deliveries go into the outbox with them.
         self._endpoints = endpoints
@@ -159,6 +164,7 @@ class BatchProcessor:
             decisions_topic=lambda t: self._topic_for("decisions", t),
             received_at=received_at,
             text_pool=self._text_worker,
+            declared_models=self._declared_models,
         )
 
     def decision_messages(self, decision: Decision) -> list[OutMessage]:
@@ -228,7 +234,9 @@ class BatchProcessor:
         outcome_records = [r for r in records if r.kind == "outcomes"]
         if outcome_records:
             records = [r for r in records if r.kind != "outcomes"]
-        valid, rejected = decode_batch(records, max_bytes=self._max_event_bytes)
+        valid, rejected = decode_batch(
+            records, max_bytes=self._max_event_bytes, models=self._event_models
+        )
         if outcome_records:
             rejected += await self._store_outcomes(outcome_records, result, received_at)
         first, repeats = first_of_each_event(valid)

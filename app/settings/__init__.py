@@ -19,6 +19,7 @@ with its bounds and meaning, are in ``sections``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -57,6 +58,16 @@ def _default_connectors_file() -> Path:
     return here if here.is_file() else _REPO_ROOT / "connectors" / "connectors.yaml"
 
 
+TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+def _declared_types(data: dict[str, Any]) -> tuple[str, ...]:
+    """Every type declared in the schemas folder (one ``<type>.yaml`` each)."""
+    folder = data["schemas"].dir if "schemas" in data else SchemasSettings().dir
+    found = tuple(sorted(p.stem for p in Path(folder).glob("*.yaml")))
+    return found or EVENT_TYPES
+
+
 class Settings(BaseSettings):
     """Everything Arbiter can be told, in sections; see the module docstring for the names."""
 
@@ -70,7 +81,6 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     max_event_bytes: int = Field(default=64 * 1024, ge=1024)
-    event_types: Annotated[tuple[str, ...], NoDecode] = EVENT_TYPES
     shutdown_grace_s: float = Field(
         default=25.0,
         gt=0,
@@ -94,6 +104,12 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
     schemas: SchemasSettings = Field(default_factory=SchemasSettings)
+    # After `schemas`: by default every type declared there is served.
+    event_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        default_factory=_declared_types,
+        description="The event types this process serves (comma-separated); by default "
+        "every type declared in the schemas folder.",
+    )
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
@@ -116,13 +132,16 @@ class Settings(BaseSettings):
 
     @field_validator("event_types")
     @classmethod
-    def _known_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [t for t in value if t not in EVENT_TYPES]
-        if unknown:
+    def _type_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Whether each is declared is checked when the declarations are loaded.
+        bad = [t for t in value if not TYPE_NAME.match(t)]
+        if bad:
             raise ValueError(
-                f"unknown event type(s) {', '.join(unknown)}; "
-                f"known types are {', '.join(EVENT_TYPES)}"
+                f"{', '.join(map(repr, bad))} cannot be an event type name: use lower case "
+                "letters, digits and underscores, starting with a letter"
             )
+        if not value:
+            raise ValueError("no event types: name at least one, or declare one in schemas/")
         return value
 
     @classmethod

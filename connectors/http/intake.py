@@ -8,14 +8,14 @@ codes and sentences a dead letter would carry. No I/O here.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from app.core.decode import decode_event, decode_outcome
 from app.core.stages import guess_event_id
 from app.errors import InvalidEvent
-from schemas import EventBase, Outcome
+from schemas import EVENT_MODELS, EventCore, Outcome
 
 T = TypeVar("T")
 
@@ -117,10 +117,16 @@ def _check(
 
 
 def check_events(
-    event_type: str, items: Sequence[bytes], *, max_bytes: int
-) -> tuple[list[Accepted[EventBase]], list[ItemError]]:
+    event_type: str,
+    items: Sequence[bytes],
+    *,
+    max_bytes: int,
+    models: Mapping[str, type[EventCore]] = EVENT_MODELS,
+) -> tuple[list[Accepted[EventCore]], list[ItemError]]:
     """Validate each item as an event of ``event_type``, as the consumer would."""
-    return _check(items, lambda raw: decode_event(event_type, raw, max_bytes=max_bytes))
+    return _check(
+        items, lambda raw: decode_event(event_type, raw, max_bytes=max_bytes, models=models)
+    )
 
 
 def check_outcomes(

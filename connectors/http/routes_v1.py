@@ -26,7 +26,7 @@ from connectors.http.intake import (
 )
 from connectors.http.limits import read_body
 from connectors.http.state import ApiState
-from schemas import Decision
+from schemas import Decision, EventCore, Outcome
 
 log = structlog.get_logger("arbiter.api")
 
@@ -139,8 +139,13 @@ async def _ingest(
     state = _state(request)
     _known_type(state, event_type)
     items = await _items(request, state)
-    check = check_events if kind == "events" else check_outcomes
-    accepted, errors = check(event_type, items, max_bytes=state.settings.max_event_bytes)
+    limit = state.settings.max_event_bytes
+    accepted: Sequence[Accepted[EventCore] | Accepted[Outcome]]
+    if kind == "events":
+        models = state.components.types.models
+        accepted, errors = check_events(event_type, items, max_bytes=limit, models=models)
+    else:
+        accepted, errors = check_outcomes(event_type, items, max_bytes=limit)
     if errors and (not partial or not accepted):
         raise _rejected(errors, len(items), kind)
     topic = state.settings.topic(kind, event_type)
@@ -165,7 +170,12 @@ async def decide(
     _known_type(state, event_type)
     raw = await read_body(request, state.settings.http.max_body_bytes)
     try:
-        event = decode_event(event_type, raw, max_bytes=state.settings.max_event_bytes)
+        event = decode_event(
+            event_type,
+            raw,
+            max_bytes=state.settings.max_event_bytes,
+            models=state.components.types.models,
+        )
     except InvalidEvent as exc:
         if exc.reason == "malformed_json":
             bad = _malformed(raw)

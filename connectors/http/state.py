@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from app.declarations import EventTypes
 from app.rules.runtime.engine import RulesEngine
 from app.settings import Settings
 from app.store.ledger import Ledger
@@ -32,6 +33,8 @@ class Running(Protocol):
     def producer(self) -> Any: ...
     @property
     def publish(self) -> Publish: ...
+    @property
+    def types(self) -> EventTypes: ...
 
 
 @dataclass
