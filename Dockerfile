@@ -40,6 +40,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     ARBITER_HTTP_HOST=0.0.0.0 \
     ARBITER_HTTP_PORT=8080 \
     ARBITER_RULES_DIR=/app/rules \
+    ARBITER_SCHEMAS_DIR=/app/schemas \
     ARBITER_CONNECTORS_FILE=/app/connectors/connectors.yaml \
     ARBITER_DATA_DIR=/var/lib/arbiter
 # Fixed ids, so Kubernetes' runAsUser/fsGroup and volume ownership can name them. The
@@ -53,11 +54,14 @@ RUN groupadd --system --gid 10001 arbiter \
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY rules ./rules
+COPY schemas/*.yaml ./schemas/
 COPY connectors/connectors.yaml ./connectors/connectors.yaml
 # Build-time checks: the image can serve the dashboard, knows its migrations, loads the
-# text encoder offline from the wheel, and its rule files pass `arbiter rules check`.
-RUN python -c "from connectors.http.dashboard import STATIC; from app.inference.encoder import get_encoder; from app.store.migrate import head_revision; assert (STATIC / 'dashboard.html').is_file(), STATIC; head_revision(); assert get_encoder().embed(['my card was charged twice']).shape == (1, 384)"
-RUN arbiter rules check
+# text encoder offline from the wheel, and its declarations and rule files pass
+# `arbiter schemas check`. (`python -P`: /app/schemas holds declarations, not the
+# `schemas` package, so the working folder stays off sys.path.)
+RUN python -P -c "from connectors.http.dashboard import STATIC; from app.inference.encoder import get_encoder; from app.store.migrate import head_revision; assert (STATIC / 'dashboard.html').is_file(), STATIC; head_revision(); assert get_encoder().embed(['my card was charged twice']).shape == (1, 384)"
+RUN arbiter schemas check
 USER 10001:10001
 EXPOSE 8080
 # /readyz: broker, store, models and rules ready and not draining. The start period

@@ -485,7 +485,7 @@ def test_dockerignore_keeps_local_state_out_and_the_sources_in() -> None:
     assert "app" in copied
     assert "rules" in copied
     for source in copied:
-        assert (ROOT / source).exists(), source
+        assert list(ROOT.glob(source)), source
         assert not _ignored(source, patterns), f"{source} is copied but .dockerignore drops it"
     for source in ("connectors/http/static/dashboard.html", "migrations/versions", "README.md"):
         assert not _ignored(source, patterns), source
@@ -494,16 +494,20 @@ def test_dockerignore_keeps_local_state_out_and_the_sources_in() -> None:
 @pytest.mark.slow
 def test_the_dockerfile_build_checks_pass_here(tmp_path: Path) -> None:
     """The image's build-time checks (dashboard files, migrations, the text encoder
-    offline from its wheel, ``arbiter rules check``) pass here too, run in a folder laid
-    out like the image's /app (rules/ and connectors/connectors.yaml only)."""
+    offline from its wheel, ``arbiter schemas check``) pass here too, run in a folder laid
+    out like the image's /app (rules/, schemas/*.yaml and connectors/connectors.yaml only)."""
     workdir = tmp_path / "app"
     shutil.copytree(RULES, workdir / "rules")
+    (workdir / "schemas").mkdir()
+    for declaration in (ROOT / "schemas").glob("*.yaml"):
+        shutil.copy(declaration, workdir / "schemas" / declaration.name)
     (workdir / "connectors").mkdir()
     shutil.copy(CONNECTORS, workdir / "connectors" / "connectors.yaml")
     env = {
         **os.environ,
         **dockerfile_env(),
         "ARBITER_RULES_DIR": str(workdir / "rules"),
+        "ARBITER_SCHEMAS_DIR": str(workdir / "schemas"),
         "ARBITER_CONNECTORS_FILE": str(workdir / "connectors" / "connectors.yaml"),
         "ARBITER_DATA_DIR": str(tmp_path / "data"),
     }
@@ -974,6 +978,7 @@ async def test_readyz_healthcheck_passes_on_a_service_set_up_like_compose(
         "ARBITER_DATA_DIR": str(tmp_path / "data"),
         "ARBITER_MODELS_DIR": str(models),
         "ARBITER_RULES_DIR": str(RULES),
+        "ARBITER_SCHEMAS_DIR": str(ROOT / "schemas"),
         "ARBITER_CONNECTORS_FILE": str(CONNECTORS),
         "ARBITER_HTTP_PORT": "0",  # a free port; the probe is told which
     }

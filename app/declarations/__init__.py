@@ -171,11 +171,15 @@ def served_types(directory: Path, names: Sequence[str]) -> EventTypes:
     """The declared types ``names`` from ``directory``; a ``ConfigError`` names every
     problem (and ``arbiter schemas check``) when a declaration is broken or missing."""
     declarations, problems = load_declarations(directory)
-    missing = [n for n in names if n not in declarations and not _broken(n, problems)]
+    missing = [
+        n
+        for n in names
+        if directory.is_dir() and n not in declarations and not _broken(n, problems)
+    ]
     lines = [str(p) for p in problems]
     lines += [
-        f"event type '{n}' is served (ARBITER_EVENT_TYPES) but not declared in {directory}: "
-        f"add {directory / (n + '.yaml')}"
+        f"event type '{n}' is served but not declared in {directory}: add "
+        f"{directory / (n + '.yaml')} (docs/events.md) or leave it out of ARBITER_EVENT_TYPES"
         for n in missing
     ]
     if lines:

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -65,7 +65,7 @@ def _declared_types(data: dict[str, Any]) -> tuple[str, ...]:
     """Every type declared in the schemas folder (one ``<type>.yaml`` each)."""
     folder = data["schemas"].dir if "schemas" in data else SchemasSettings().dir
     found = tuple(sorted(p.stem for p in Path(folder).glob("*.yaml")))
-    return found or EVENT_TYPES
+    return found if found or Path(folder).is_dir() else EVENT_TYPES
 
 
 class Settings(BaseSettings):
@@ -132,8 +132,7 @@ class Settings(BaseSettings):
 
     @field_validator("event_types")
     @classmethod
-    def _type_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        # Whether each is declared is checked when the declarations are loaded.
+    def _declared(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         bad = [t for t in value if not TYPE_NAME.match(t)]
         if bad:
             raise ValueError(
@@ -142,6 +141,15 @@ class Settings(BaseSettings):
             )
         if not value:
             raise ValueError("no event types: name at least one, or declare one in schemas/")
+        folder = info.data["schemas"].dir if "schemas" in info.data else None
+        declared = _declared_types({"schemas": info.data["schemas"]}) if folder else ()
+        unknown = [t for t in value if folder is not None and t not in declared]
+        if unknown:
+            raise ValueError(
+                f"unknown event type(s) {', '.join(unknown)}; declared types are "
+                f"{', '.join(declared)} (in {folder}): declare each in "
+                f"{folder}/<type>.yaml (docs/events.md), or leave it out"
+            )
         return value
 
     @classmethod

@@ -15,8 +15,9 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
+from app.declarations import served_types
 from app.settings import Settings
-from schemas import EVENT_MODELS, Decision, Outcome
+from schemas import Decision, EventCore, Outcome
 
 DLQ_DESCRIPTION = (
     "Records Arbiter could not decide, byte for byte as they arrived, with headers "
@@ -26,8 +27,9 @@ DLQ_DESCRIPTION = (
 )
 
 
-def _declare(broker: KafkaBroker, settings: Settings, event_type: str) -> None:
-    model = EVENT_MODELS[event_type]
+def _declare(
+    broker: KafkaBroker, settings: Settings, event_type: str, model: type[EventCore]
+) -> None:
     events = settings.topic("events", event_type)
     outcomes = settings.topic("outcomes", event_type)
     key = "Kafka key: the event's partition key (customer or account id)."
@@ -69,10 +71,13 @@ def _declare(broker: KafkaBroker, settings: Settings, event_type: str) -> None:
 def asyncapi_document(
     settings: Settings, *, version: str = "0.1.0", event_types: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """The AsyncAPI 3.0 document (a JSON-able dict) for the types ``settings`` runs."""
+    """The AsyncAPI 3.0 document (a JSON-able dict) for the types ``settings`` runs, with
+    each type's payload from its declaration (``schemas/<type>.yaml``)."""
+    names = tuple(event_types or settings.event_types)
+    models = served_types(settings.schemas.dir, names).models
     broker = KafkaBroker(settings.kafka.bootstrap or "localhost:9092")
-    for event_type in event_types or settings.event_types:
-        _declare(broker, settings, event_type)
+    for event_type in names:
+        _declare(broker, settings, event_type, models[event_type])
     spec = AsyncAPI(
         broker,
         title="Arbiter",
