@@ -162,8 +162,7 @@ async def start_components(
             text_threads=settings.models.text_threads,
             outcomes=outcome_store,
             endpoints=endpoints,
-            event_models=types.models,
-            declared_models={t: [m.name for m in types.spec(t).models] for t in types.names},
+            types=types,
         )
         stack.callback(processor.close)
         yield Components(

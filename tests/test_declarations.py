@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,15 +11,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 from pydantic import ValidationError
-from typer.testing import CliRunner
 
-from app.cli.main import app as cli_app
 from app.declarations import load_declarations
 from app.declarations.build import TEXT_MARK
 from app.inference.catalog import SCORE_TYPES
 from app.rules.loader import check_rules
 from app.simulator.generate import generate
 from schemas import EVENT_MODELS, field_types
+from tests.harness import arbiter
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "schemas"
@@ -347,33 +347,52 @@ def test_a_declaration_is_named_after_its_type(tmp_path: Path) -> None:
     )
 
 
+def cli_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
+    (tmp_path / "data").mkdir(exist_ok=True)
+    return {**base, "ARBITER_DATA_DIR": str(tmp_path / "data"), **settings}
+
+
 def test_schemas_check_prints_each_problem_and_exits_1_or_summarises_the_types(
     tmp_path: Path,
 ) -> None:
-    runner = CliRunner()
+    # The CLI runs in a process of its own: it configures logging for its own streams.
     good = declare(tmp_path, LOAN)
-    empty_rules = tmp_path / "no-rules"
-    result = runner.invoke(
-        cli_app, ["schemas", "check", "--dir", str(good), "--rules", str(empty_rules)]
-    )
-    assert result.exit_code == 0, result.output
-    assert "loan: 11 fields, key customer_id, time submitted_at" in result.output
-    assert "default_risk (tabular, predicts defaulted)" in result.output
+    env = cli_env(tmp_path, ARBITER_SCHEMAS_DIR=str(good), ARBITER_RULES_DIR=str(tmp_path / "no"))
+    result = arbiter("schemas", "check", env=env, cwd=tmp_path / "data", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "loan: 11 fields, key customer_id, time submitted_at" in result.stdout
+    assert "default_risk (tabular, predicts defaulted)" in result.stdout
     (good / "loan.yaml").write_text(LOAN.replace("key: customer_id", "key: client"), "utf-8")
-    result = runner.invoke(
-        cli_app, ["schemas", "check", "--dir", str(good), "--rules", str(empty_rules)]
-    )
-    assert result.exit_code == 1
-    assert "loan.yaml:4: key: the string 'client' is not a field of this type" in result.output
+    result = arbiter("schemas", "check", env=env, cwd=tmp_path / "data", timeout=120)
+    assert result.returncode == 1
+    assert "loan.yaml:4: key: the string 'client' is not a field of this type" in result.stderr
 
 
-def test_schemas_export_writes_the_json_schema_of_a_declared_type(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ARBITER_SCHEMAS_DIR", str(declare(tmp_path, LOAN)))
+def test_schemas_export_writes_the_json_schema_of_a_declared_type(tmp_path: Path) -> None:
+    env = cli_env(tmp_path, ARBITER_SCHEMAS_DIR=str(declare(tmp_path, LOAN)))
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli_app, ["schemas", "export", str(out)])
-    assert result.exit_code == 0, result.output
+    result = arbiter("schemas", "export", str(out), env=env, cwd=tmp_path / "data", timeout=120)
+    assert result.returncode == 0, result.stderr
     schema = json.loads((out / "loan.schema.json").read_text(encoding="utf-8"))
     jsonschema.validate(GOOD_LOAN, schema)
     assert (out / "transaction.schema.json").is_file()
+
+
+def test_outcome_labels_are_checked_against_the_declared_labels(shipped) -> None:
+    from app.declarations.labels import label_problems
+
+    order = shipped["order"].spec.labels
+    assert label_problems("order", order, {"status": "Returned", "problem": 1}) == []
+    assert label_problems("order", order, {"status": "lost"}) == [
+        "label 'status' is 'lost'; send one of fulfilled, chargeback, returned, cancelled"
+    ]
+    assert label_problems("order", order, {"staus": "returned"}) == [
+        "label 'staus' is not declared for order (declared: status, problem): add it under "
+        "'labels:' in the type's declaration, or leave it out"
+    ]
+    fraud = shipped["transaction"].spec.labels
+    assert label_problems("transaction", fraud, {"fraud": "TRUE"}) == []
+    assert label_problems("transaction", fraud, {"fraud": 2}) == [
+        "label 'fraud' is 2; send true or false"
+    ]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from app.ops.keys import KeyStore
+from app.processes.simulate import emit
 from app.settings import Settings
 from app.simulator.generate import SimEvent
 from app.wiring import all_topics, consume_loop, start_components
@@ -64,6 +65,17 @@ rules:
     decision: decline
     reason: "Balance {balance} is above 50000."
 """
+
+
+def outcome(event_id: str, customer: str, labels: dict[str, object]) -> SimEvent:
+    body = {
+        "event_id": event_id,
+        "event_type": "loan",
+        "partition_key": customer,
+        "occurred_at": "2026-06-01T00:00:00Z",
+        "labels": labels,
+    }
+    return SimEvent("loan", customer.encode(), json.dumps(body).encode(), event_id, None, {})
 
 
 def loan(i: int, customer: str, **changes: object) -> dict[str, object]:
@@ -149,6 +161,18 @@ async def test_a_declared_type_is_decided_over_kafka_and_http_with_no_code(
             ), decision.reasons
             assert decision.payload["application_id"] == decision.event_id
 
+        outcomes = [
+            outcome("app-1", "c-1", {"defaulted": True}),
+            outcome("app-2", "c-2", {"default": True}),
+        ]
+        await emit(broker.bootstrap, outcomes, topic_for=lambda t: f"outcomes.{t}")
+        for _ in range(100):
+            if await c.outcomes.labelled("loan"):
+                break
+            await asyncio.sleep(0.1)
+        labelled = await c.outcomes.labelled("loan")
+        assert [(x.event_id, x.labels) for x in labelled] == [("app-1", {"defaulted": True})]
+
         keys = KeyStore(c.ledger.engine, cache_s=0.5, miss_refresh_s=0.0)
         _, admin = await keys.create("admin", ["admin"])
         app = build_api(c, keys, settings)
@@ -171,6 +195,13 @@ async def test_a_declared_type_is_decided_over_kafka_and_http_with_no_code(
             assert refused.status_code == 422
             assert refused.json()["errors"][0]["reason"] == "validation"
             assert "balance" in refused.json()["detail"]
+            misspelt = await client.post(
+                "/v1/outcomes/loan",
+                json=json.loads(outcome("app-1", "c-1", {"defaulted": "maybe"}).value),
+                headers=auth,
+            )
+            assert misspelt.status_code == 422, misspelt.text
+            assert "label 'defaulted' is 'maybe'; send true or false" in misspelt.text
             unknown = await client.post("/v1/events/order", json=[{}], headers=auth)
             assert unknown.status_code == 404
             assert unknown.json()["known_types"] == ["loan"]
@@ -179,14 +210,15 @@ async def test_a_declared_type_is_decided_over_kafka_and_http_with_no_code(
         loop.stop()
         await task
 
-    topics = await read_topics(broker.bootstrap, ["decisions.loan", "dlq.loan"], until=11)
+    topics = await read_topics(broker.bootstrap, ["decisions.loan", "dlq.loan"], until=12)
     decisions = [json.loads(r.value) for r in topics["decisions.loan"]]
     assert sorted(d["event_id"] for d in decisions) == sorted(
         [str(b["application_id"]) for b in good] + ["app-10", "app-11"]
     )  # exactly one decision per event
     reasons = sorted(header(r, "arbiter.reason") or "" for r in topics["dlq.loan"])
-    assert reasons == ["validation", "validation", "validation"]
+    assert reasons == ["validation"] * 4
     details = " ".join(header(r, "arbiter.detail") or "" for r in topics["dlq.loan"])
     assert "purpose" in details
     assert "income" in details
     assert "submitted_at has no timezone" in details
+    assert "label 'default' is not declared for loan (declared: defaulted)" in details

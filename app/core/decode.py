@@ -7,12 +7,14 @@ and on the dead-letter topic, and a ``detail`` sentence that tells the sender wh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from app.declarations.labels import label_problems
+from app.declarations.spec import LabelSpec
 from app.errors import InvalidEvent
 from schemas import EVENT_MODELS, EventCore, Outcome
 
@@ -53,11 +55,18 @@ def decode_event(
         raise _classify(exc, raw) from None
 
 
-def decode_outcome(event_type: str, raw: bytes, *, max_bytes: int) -> Outcome:
+def decode_outcome(
+    event_type: str,
+    raw: bytes,
+    *,
+    max_bytes: int,
+    labels: Sequence[LabelSpec] | None = None,
+) -> Outcome:
     """Parse and validate ``raw`` from ``outcomes.<event_type>`` as an ``Outcome``.
 
     Raises ``InvalidEvent`` like ``decode_event``, and ``wrong_type`` when the outcome
-    is about another event type than its topic's.
+    is about another event type than its topic's. With ``labels`` (the type's declared
+    labels), a label it does not declare, or a value of the wrong kind, is refused.
     """
     if len(raw) > max_bytes:
         raise InvalidEvent(
@@ -75,6 +84,10 @@ def decode_outcome(event_type: str, raw: bytes, *, max_bytes: int) -> Outcome:
             f"an outcome about a {outcome.event_type} event arrived on the {event_type} "
             f"outcomes topic: send it to outcomes.{outcome.event_type}",
         )
+    if labels is not None:
+        problems = label_problems(event_type, labels, outcome.labels)
+        if problems:
+            raise InvalidEvent("validation", "; ".join(problems))
     return outcome
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from app.core.decode import decode_event, decode_outcome
+from app.declarations.spec import LabelSpec
 from app.errors import InvalidEvent
 from app.values import InRecord
 from schemas import EVENT_MODELS, Decision, EventCore, Outcome
@@ -80,14 +81,23 @@ def decode_batch(
 
 
 def decode_outcomes(
-    records: Sequence[InRecord], *, max_bytes: int
+    records: Sequence[InRecord],
+    *,
+    max_bytes: int,
+    labels: Mapping[str, Sequence[LabelSpec]] | None = None,
 ) -> tuple[list[Outcome], list[Rejected]]:
-    """Split records from ``outcomes.<type>`` into outcomes and rejects, order kept."""
+    """Split records from ``outcomes.<type>`` into outcomes and rejects, order kept;
+    ``labels``: per type, its declared labels (checked when given)."""
     valid: list[Outcome] = []
     rejected: list[Rejected] = []
     for record in records:
         try:
-            valid.append(decode_outcome(record.event_type, record.value, max_bytes=max_bytes))
+            declared = None if labels is None else labels.get(record.event_type, ())
+            valid.append(
+                decode_outcome(
+                    record.event_type, record.value, max_bytes=max_bytes, labels=declared
+                )
+            )
         except InvalidEvent as exc:
             rejected.append(Rejected(record, exc))
     return valid, rejected

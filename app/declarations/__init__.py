@@ -17,7 +17,7 @@ from typing import Any
 
 from app.declarations.build import DeclaredEvent, build_model
 from app.declarations.reader import read_declaration
-from app.declarations.spec import ModelSpec, Problem, TypeSpec
+from app.declarations.spec import LabelSpec, ModelSpec, Problem, TypeSpec
 from app.errors import ConfigError
 from schemas import EVENT_MODELS
 from schemas.common import EventCore, FieldKind, model_field_kinds
@@ -165,6 +165,14 @@ class EventTypes:
 
     def spec(self, name: str) -> TypeSpec:
         return self.declarations[name].spec
+
+    def labels(self) -> dict[str, tuple[LabelSpec, ...]]:
+        """Per served type, the labels its outcomes may carry."""
+        return {t: self.spec(t).labels for t in self.names}
+
+    def declared_models(self) -> dict[str, tuple[str, ...]]:
+        """Per served type, the names of the models its declaration asks for."""
+        return {t: tuple(m.name for m in self.spec(t).models) for t in self.names}
 
 
 def served_types(directory: Path, names: Sequence[str]) -> EventTypes:

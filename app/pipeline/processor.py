@@ -34,6 +34,7 @@ from app.core.stages import (
     guess_event_id,
     utcnow,
 )
+from app.declarations import EventTypes
 from app.errors import InvalidEvent
 from app.inference.scoring import Scorer
 from app.metrics import OUTCOMES, observe_batch
@@ -106,13 +107,14 @@ class BatchProcessor:
         text_threads: int = 1,
         outcomes: OutcomeStore | None = None,
         endpoints: Endpoints | None = None,
-        event_models: Mapping[str, type[EventCore]] = EVENT_MODELS,
-        declared_models: Mapping[str, Sequence[str]] | None = None,
+        types: EventTypes | None = None,
     ) -> None:
         self._ledger = ledger
-        # The served types' decoders (app.declarations.EventTypes.models).
-        self._event_models = event_models
-        self._declared_models = declared_models
+        # The served types: their decoders, labels and declared models (without them,
+        # the shipped types' hand-written models, unchecked labels).
+        self._event_models: Mapping[str, type[EventCore]] = types.models if types else EVENT_MODELS
+        self._declared_labels = types.labels() if types else None
+        self._declared_models = types.declared_models() if types else None
         self._outcomes = outcomes
         # Webhook endpoints: new decisions' deliveries go into the outbox with them.
         self._endpoints = endpoints
@@ -209,7 +211,9 @@ class BatchProcessor:
         self, records: Sequence[InRecord], result: BatchResult, at: datetime
     ) -> list[Rejected]:
         """Decode and keep the batch's outcomes; returns the ones to dead-letter."""
-        outcomes, rejected = decode_outcomes(records, max_bytes=self._max_event_bytes)
+        outcomes, rejected = decode_outcomes(
+            records, max_bytes=self._max_event_bytes, labels=self._declared_labels
+        )
         if outcomes:
             if self._outcomes is None:
                 raise RuntimeError("outcomes arrived but this processor has no outcome store")

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from app.core.decode import decode_event, decode_outcome
 from app.core.stages import guess_event_id
+from app.declarations.spec import LabelSpec
 from app.errors import InvalidEvent
 from schemas import EVENT_MODELS, EventCore, Outcome
 
@@ -130,7 +131,14 @@ def check_events(
 
 
 def check_outcomes(
-    event_type: str, items: Sequence[bytes], *, max_bytes: int
+    event_type: str,
+    items: Sequence[bytes],
+    *,
+    max_bytes: int,
+    labels: Sequence[LabelSpec] | None = None,
 ) -> tuple[list[Accepted[Outcome]], list[ItemError]]:
-    """Validate each item as an outcome about an ``event_type`` event."""
-    return _check(items, lambda raw: decode_outcome(event_type, raw, max_bytes=max_bytes))
+    """Validate each item as an outcome about an ``event_type`` event (its labels against
+    the declared ``labels`` when given)."""
+    return _check(
+        items, lambda raw: decode_outcome(event_type, raw, max_bytes=max_bytes, labels=labels)
+    )

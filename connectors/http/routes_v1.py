@@ -145,7 +145,8 @@ async def _ingest(
         models = state.components.types.models
         accepted, errors = check_events(event_type, items, max_bytes=limit, models=models)
     else:
-        accepted, errors = check_outcomes(event_type, items, max_bytes=limit)
+        labels = state.components.types.spec(event_type).labels
+        accepted, errors = check_outcomes(event_type, items, max_bytes=limit, labels=labels)
     if errors and (not partial or not accepted):
         raise _rejected(errors, len(items), kind)
     topic = state.settings.topic(kind, event_type)
