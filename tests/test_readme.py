@@ -49,3 +49,14 @@ def test_the_readme_event_gets_the_decision_the_readme_shows(trained_models: Pat
         decided_at=decided_at,
     )
     assert json.loads(decision.model_dump_json()) == shown
+
+
+def test_the_readme_declaration_of_a_new_type_passes_the_check(tmp_path: Path) -> None:
+    from app.declarations import load_declarations
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "type: loan" in b]
+    (tmp_path / "loan.yaml").write_text(block, encoding="utf-8")
+    declarations, problems = load_declarations(tmp_path)
+    assert problems == []
+    assert declarations["loan"].score_kinds() == {"default_risk": "number"}
