@@ -396,3 +396,56 @@ def test_outcome_labels_are_checked_against_the_declared_labels(shipped) -> None
     assert label_problems("transaction", fraud, {"fraud": 2}) == [
         "label 'fraud' is 2; send true or false"
     ]
+
+
+LOAN_RULES_WITH_TESTS = """\
+ruleset: loan
+default: {decision: approve, reason: fine}
+rules:
+  - name: decline_risky
+    when: {field: scores.default_risk, gte: 0.5}
+    decision: decline
+    reason: "risk {scores.default_risk:.2f}"
+  - name: review_students
+    when: {field: student, eq: true}
+    decision: review
+    reason: a student
+tests:
+  - name: a risky application is declined
+    scores: {default_risk: 0.9}
+    expect: {decision: decline, rules_fired: [decline_risky]}
+  - name: a student is reviewed
+    event: {student: true}
+    expect: {decision: review}
+  - name: nothing against it
+    expect: {decision: approve}
+"""
+
+
+def test_rule_tests_of_a_declared_type_start_from_its_example(tmp_path: Path) -> None:
+    from app.declarations import served_types
+    from app.rules.authoring.testing import run_rule_tests
+
+    example = "\nexample:\n" + textwrap.indent(json.dumps(GOOD_LOAN), "  ") + "\n"
+    folder = declare(tmp_path, LOAN + example)
+    types = served_types(folder, ["loan"])
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "loan.yaml").write_text(LOAN_RULES_WITH_TESTS, encoding="utf-8")
+    report = run_rule_tests(rules, types.field_kinds(), types.score_kinds(), types)
+    assert report.problems == ()
+    assert [c.test.name for c in report.results if c.passed] == [
+        "a risky application is declined",
+        "a student is reviewed",
+        "nothing against it",
+    ]
+
+
+def test_an_example_that_is_not_a_valid_event_is_refused_with_its_line(tmp_path: Path) -> None:
+    bad = {**GOOD_LOAN, "purpose": "boat"}
+    example = "example:\n" + textwrap.indent(json.dumps(bad), "  ") + "\n"
+    folder = declare(tmp_path, LOAN + example)
+    declarations, problems = load_declarations(folder)
+    assert "loan" not in declarations
+    assert str(problems[0]).startswith(f"{folder / 'loan.yaml'}:28: the example is not a valid")
+    assert "purpose: Input should be 'car', 'home' or 'education'" in str(problems[0])

@@ -49,11 +49,16 @@ def rules_test(
     rules_dir: Annotated[Path | None, typer.Option("--dir", help="Folder of rule files.")] = None,
 ) -> None:
     """Run the `tests:` of every rule file: pass/fail with a diff, then rule coverage."""
+    from app.errors import ConfigError
     from app.rules.authoring.testing import run_rule_tests
-    from app.wiring import rule_vocabulary
+    from app.wiring import event_types, rule_vocabulary
 
     settings = build_settings(rules_dir=rules_dir)
-    report = run_rule_tests(settings.rules.dir, *rule_vocabulary(settings))
+    try:
+        types = event_types(settings)
+    except ConfigError as exc:
+        fail(str(exc))
+    report = run_rule_tests(settings.rules.dir, *rule_vocabulary(settings, types), types)
     for problem in report.problems:
         err.print("[red]✗[/]", escape(str(problem)), highlight=False, soft_wrap=True)
     for case in report.results:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from app.declarations.build import DeclaredEvent, build_model
 from app.declarations.reader import read_declaration
 from app.declarations.spec import LabelSpec, ModelSpec, Problem, TypeSpec
@@ -139,8 +141,23 @@ def load_declarations(directory: Path) -> tuple[Declarations, list[Problem]]:
                 )
             )
             continue
+        model = build_model(spec)
+        if spec.example is not None:
+            try:
+                model.model_validate(spec.example)
+            except ValidationError as exc:
+                wrong = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '(the event)'}: {e['msg']}"
+                    for e in exc.errors()[:5]
+                )
+                problems.append(
+                    Problem(
+                        display, spec.example_line, f"the example is not a valid event: {wrong}"
+                    )
+                )
+                continue
         files[spec.name] = display
-        declarations.types[spec.name] = DeclaredType(spec, build_model(spec))
+        declarations.types[spec.name] = DeclaredType(spec, model)
     return declarations, problems
 
 

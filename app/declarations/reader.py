@@ -46,6 +46,7 @@ TOP_KEYS = (
     "fields",
     "labels",
     "models",
+    "example",
 )
 FIELD_KEYS = (
     "type",
@@ -162,6 +163,13 @@ class _Reader:
                 "or drop 'attributes: true'",
             )
         labels = self.labels(data.get("labels"), key_line(data, "labels"))
+        example = data.get("example")
+        if example is not None and not isinstance(example, LineMap):
+            self.problem(
+                key_line(data, "example"),
+                f"example is {describe(example)} — write one whole event as a mapping",
+            )
+            example = None
         spec = TypeSpec(
             name=name,
             file=self.display,
@@ -174,6 +182,8 @@ class _Reader:
             description=description,
             attributes=attributes,
             labels=labels,
+            example=_plain(example) if example is not None else None,
+            example_line=key_line(data, "example") if example is not None else None,
         )
         models = self.models(data.get("models"), key_line(data, "models"), spec)
         return TypeSpec(**{**spec.__dict__, "models": models})
@@ -683,6 +693,15 @@ class _Reader:
                     f"of '{spec.name}'",
                 )
         return found
+
+
+def _plain(value: Any) -> Any:
+    """``LineMap``s as plain dicts, recursively."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _shorthand(body: Any, line: int) -> Any:

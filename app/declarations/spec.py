@@ -8,7 +8,7 @@ Plain frozen dataclasses: nothing here reads files or knows pydantic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 FieldType = Literal["string", "integer", "number", "boolean", "enum", "datetime", "object", "array"]
 FIELD_TYPES: tuple[FieldType, ...] = (
@@ -137,6 +137,9 @@ class TypeSpec:
     attributes: bool = True  # the free ``attributes`` bag of extra values
     labels: tuple[LabelSpec, ...] = ()
     models: tuple[ModelSpec, ...] = ()
+    # A complete, valid event: the base of rule tests (`tests:` in rule files) and docs.
+    example: dict[str, Any] | None = None
+    example_line: int | None = None
 
     def field(self, name: str) -> FieldSpec | None:
         return next((f for f in self.fields if f.name == name), None)

@@ -9,7 +9,7 @@ skipped here: ``app.rules.loader.check_rules`` reports it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +252,9 @@ class _Skip(Exception):
     """A test definition is unusable; the problem is already recorded."""
 
 
-def _read_file(path: Path) -> tuple[list[RuleTest], list[RuleProblem]]:
+def _read_file(
+    path: Path, known_types: Collection[str]
+) -> tuple[list[RuleTest], list[RuleProblem]]:
     display = str(path)
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=LineLoader)  # noqa: S506 - LineLoader is a SafeLoader
@@ -261,14 +263,16 @@ def _read_file(path: Path) -> tuple[list[RuleTest], list[RuleProblem]]:
     if not isinstance(data, LineMap) or "tests" not in data:
         return [], []
     event_type = data.get("ruleset")
-    if not isinstance(event_type, str) or event_type not in EVENT_MODELS:
+    if not isinstance(event_type, str) or event_type not in known_types:
         return [], []  # an unknown ruleset type is reported by `check_rules`
     reader = _Reader(display, event_type)
     tests = reader.tests(data["tests"], key_line(data, "tests"))
     return tests, reader.problems
 
 
-def read_tests(rules_dir: Path) -> tuple[list[RuleTest], list[RuleProblem]]:
+def read_tests(
+    rules_dir: Path, known_types: Collection[str] = tuple(EVENT_MODELS)
+) -> tuple[list[RuleTest], list[RuleProblem]]:
     """Every test of every rule file in ``rules_dir`` (file-name order, then file order),
     and every problem with how a test is written."""
     tests: list[RuleTest] = []
@@ -278,7 +282,7 @@ def read_tests(rules_dir: Path) -> tuple[list[RuleTest], list[RuleProblem]]:
     paths = sorted(p for p in Path(rules_dir).iterdir() if p.suffix in (".yaml", ".yml"))
     for path in paths:
         if path.is_file():
-            found, bad = _read_file(path)
+            found, bad = _read_file(path, known_types)
             tests.extend(found)
             problems.extend(bad)
     return tests, problems

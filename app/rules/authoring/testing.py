@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.declarations import EventTypes
 from app.declarations.yamlsrc import describe, did_you_mean
 from app.rules.authoring.case_reader import read_tests
 from app.rules.authoring.cases import (
@@ -47,7 +48,7 @@ from app.rules.language.spec import RuleSet
 from app.rules.loader import check_rules
 from app.rules.runtime.engine import RulesEngine
 from app.rules.runtime.result import RuleResult
-from schemas import EVENT_MODELS
+from schemas import EVENT_MODELS, EventCore
 
 __all__ = ["build_fact", "compare", "coverage", "evaluate_tests", "format_action", "run_rule_tests"]
 
@@ -56,14 +57,37 @@ def _location(loc: Sequence[int | str]) -> str:
     return ".".join(str(part) for part in loc) or "(the event)"
 
 
+# Per event type: the model that validates a test's event, and the event the test's
+# fields are written over.
+Subjects = Mapping[str, tuple[type[EventCore], Mapping[str, Any]]]
+
+
+def shipped_subjects() -> dict[str, tuple[type[EventCore], Mapping[str, Any]]]:
+    return {t: (model, sample_event(t)) for t, model in EVENT_MODELS.items()}
+
+
+def subjects_of(types: EventTypes) -> dict[str, tuple[type[EventCore], Mapping[str, Any]]]:
+    """A served type's tests start from the shipped sample event of its type, or else
+    from the ``example`` its declaration gives (or nothing: the test writes it all)."""
+    shipped = shipped_subjects()
+    return {
+        t: (types.models[t], shipped[t][1] if t in shipped else types.spec(t).example or {})
+        for t in types.names
+    }
+
+
 def build_fact(
-    test: RuleTest, ruleset: RuleSet, score_types: Mapping[str, str]
+    test: RuleTest,
+    ruleset: RuleSet,
+    score_types: Mapping[str, str],
+    subjects: Subjects | None = None,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The fact the engine sees for ``test`` (``{**event, "scores": ..., "windows": ...}``),
     or None and an error naming the field, score or window that is wrong."""
-    merged = deep_merge(sample_event(test.event_type), test.event)
+    model, base = (subjects or shipped_subjects())[test.event_type]
+    merged = deep_merge(base, test.event)
     try:
-        event = EVENT_MODELS[test.event_type].model_validate(merged)
+        event = model.model_validate(merged)
     except ValidationError as exc:
         parts = []
         for error in exc.errors():
@@ -177,9 +201,11 @@ def evaluate_tests(
     tests: Sequence[RuleTest],
     rulesets: Mapping[str, RuleSet],
     score_types: Mapping[str, Mapping[str, str]],
+    subjects: Subjects | None = None,
 ) -> list[CaseResult]:
     """Run ``tests`` against ``rulesets`` (one batch per event type); results in the
     order of ``tests``. A test whose ruleset is not in ``rulesets`` is an error."""
+    subjects = subjects or shipped_subjects()
     results: dict[int, CaseResult] = {}
     runnable: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for index, test in enumerate(tests):
@@ -191,7 +217,7 @@ def evaluate_tests(
                 "— fix them first",
             )
             continue
-        fact, error = build_fact(test, ruleset, score_types.get(test.event_type, {}))
+        fact, error = build_fact(test, ruleset, score_types.get(test.event_type, {}), subjects)
         if fact is None:
             results[index] = CaseResult(test, error=error)
         else:
@@ -231,12 +257,15 @@ def run_rule_tests(
     rules_dir: Path,
     field_types: Mapping[str, Mapping[str, str]],
     score_types: Mapping[str, Mapping[str, str]],
+    types: EventTypes | None = None,
 ) -> RuleTestReport:
-    """Check the rule files in ``rules_dir``, run every test in them, measure coverage."""
+    """Check the rule files in ``rules_dir``, run every test in them, measure coverage.
+    ``types``: the served event types (the shipped ones when not given)."""
+    subjects = subjects_of(types) if types is not None else shipped_subjects()
     rulesets, problems = check_rules(rules_dir, field_types, score_types)
-    tests, test_problems = read_tests(rules_dir)
+    tests, test_problems = read_tests(rules_dir, known_types=tuple(subjects))
     tests = [t for t in tests if t.event_type in field_types]
-    results = evaluate_tests(tests, rulesets, score_types)
+    results = evaluate_tests(tests, rulesets, score_types, subjects)
     return RuleTestReport(
         problems=tuple(problems) + tuple(test_problems),
         results=tuple(results),
