@@ -202,6 +202,15 @@ async def test_a_declared_type_is_decided_over_kafka_and_http_with_no_code(
             )
             assert misspelt.status_code == 422, misspelt.text
             assert "label 'defaulted' is 'maybe'; send true or false" in misspelt.text
+            described = (await client.get("/openapi.json")).json()
+            decide_op = described["paths"]["/v1/decide/{event_type}"]["post"]
+            [parameter] = [p for p in decide_op["parameters"] if p["name"] == "event_type"]
+            assert parameter["schema"]["enum"] == ["loan"]
+            body = decide_op["requestBody"]["content"]["application/json"]["schema"]
+            assert body == {"$ref": "#/components/schemas/LoanEvent"}
+            loan_schema = described["components"]["schemas"]["LoanEvent"]
+            assert {"application_id", "customer_id", "submitted_at"} <= set(loan_schema["required"])
+            assert loan_schema["properties"]["purpose"]["enum"] == ["car", "home", "education"]
             unknown = await client.post("/v1/events/order", json=[{}], headers=auth)
             assert unknown.status_code == 404
             assert unknown.json()["known_types"] == ["loan"]

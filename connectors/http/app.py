@@ -13,7 +13,7 @@ from prometheus_client import Counter, Histogram
 
 from app.settings import Settings
 from app.store.keys import KeyStore
-from connectors.http import dashboard, ops, routes_v1
+from connectors.http import dashboard, openapi, ops, routes_v1
 from connectors.http.asyncapi import asyncapi_document
 from connectors.http.auth import AuthConfig
 from connectors.http.decide import Decider
@@ -77,6 +77,7 @@ def build_api(
         required=settings.http.auth,
     )
     api.state.asyncapi = asyncapi_document(settings)
+    openapi.install(api, components.types.models)
     api.add_exception_handler(Problem, problem_response)
     api.include_router(ops.router)
     api.include_router(routes_v1.router)
