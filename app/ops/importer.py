@@ -289,7 +289,7 @@ class _Importer:
                 continue
             earlier = valid.get(mapped.event_id)
             if earlier is not None:
-                self.reject(source, _repeat(mapper, values, mapped, source.name, earlier.row))
+                self.reject(source, _repeat(mapper, values, mapped, source.tag, earlier.row))
                 continue
             valid[mapped.event_id] = mapped
             raw[number] = values

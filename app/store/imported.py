@@ -33,6 +33,20 @@ from app.store.tables import outcomes as out_table
 IMPORTED_DECISION = "imported"  # the decision column of an imported row
 OUTCOME_SOURCE = "import"  # the source column of an imported outcome
 TOPIC_PREFIX = "import/"
+# The JSON columns that are empty on every imported row, written as SQL literals: a
+# third of the time of an import went into serialising them row by row.
+_CONSTANT_JSON: dict[str, Any] = {
+    name: sa.literal_column(f"'{text}'")
+    for name, text in (
+        ("actions", "[]"),
+        ("scores", "{}"),
+        ("model_versions", "{}"),
+        ("rules_fired", "[]"),
+        ("reasons", "[]"),
+        ("explanations", "{}"),
+        ("shadow_scores", "{}"),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -89,7 +103,7 @@ class ImportStore:
         dialect = self._engine.dialect.name
         c = dec_table.c
         async with self._engine.begin() as conn:
-            stmt = insert_or_skip(dec_table, dialect).returning(c.event_id)
+            stmt = insert_or_skip(dec_table, dialect).values(**_CONSTANT_JSON).returning(c.event_id)
             inserted = set((await conn.execute(stmt, rows)).scalars().all())
             others = sorted(set(first) - inserted)
             present: set[str] = set()
@@ -131,11 +145,6 @@ class ImportStore:
             "event_type": e.event_type,
             "partition_key": e.partition_key,
             "decision": IMPORTED_DECISION,
-            "actions": [],
-            "scores": {},
-            "model_versions": {},
-            "rules_fired": [],
-            "reasons": [],
             "payload": e.payload,
             "latency_ms": 0.0,
             "occurred_at": occurred_at,
@@ -145,8 +154,6 @@ class ImportStore:
             "source_partition": 0,
             "source_offset": e.row,
             "ruleset_version": "",
-            "explanations": {},
-            "shadow_scores": {},
             "origin": ORIGIN_IMPORTED,
         }
 
