@@ -27,6 +27,7 @@ from app.simulator.generate import labelled_events
 from app.store import Ledger, create_engine
 from app.store.outcomes import OutcomeStore
 from app.store.tables import decisions
+from app.trainer.jobs.dataset import build_examples
 from app.values import DecisionRecord
 from schemas import EVENT_MODELS
 from tests.conftest import PG_ADMIN_URL
@@ -135,6 +136,9 @@ async def test_labelled_transactions_from_a_file_are_imported_and_the_trainer_re
     for x, payload in zip(labelled, payloads, strict=True):
         assert x.payload == model.model_validate(payload).model_dump(mode="json")
         assert x.occurred_at == datetime.fromisoformat(payload["occurred_at"])
+    examples, cleaning = build_examples("transaction.fraud", labelled)  # the trainer's
+    assert (cleaning.kept, cleaning.invalid_payload) == (300, 0)
+    assert [e.target for e in examples] == [lab["fraud"] for lab in labels]
     rows = await stored(engine)
     assert {(r["origin"], r["decision"]) for r in rows} == {("imported", "imported")}
     assert all(r["published_at"] is not None for r in rows)  # the sweeper never sends them
@@ -242,15 +246,18 @@ async def test_invalid_rows_go_to_the_rejects_file_with_row_numbers_and_reasons(
     rows[6]["event_id"] = rows[0]["event_id"]  # row 7 repeats row 1
     rows[8]["device.kind"] = ""  # row 9: a required nested field left empty
     path = write_csv(tmp_path / "history.csv", rows)
+    with path.open("a", encoding="utf-8") as f:
+        f.write("a,line,with,too,many,cells" + ",x" * 20 + "\n")  # line 12
 
     summary = await run_import(db_url, path)
 
-    assert (summary.rows_read, summary.imported, summary.rejected_total) == (10, 5, 5)
-    assert dict(summary.rejected) == {"invalid": 3, "bad_label": 1, "duplicate_id": 1}
+    assert (summary.rows_read, summary.imported, summary.rejected_total) == (11, 5, 6)
+    assert dict(summary.rejected) == {"invalid": 4, "bad_label": 1, "duplicate_id": 1}
     assert summary.rejects_path == tmp_path / "history.csv.rejects.jsonl"
     rejects = [json.loads(x) for x in summary.rejects_path.read_text().splitlines()]
     by_row = {r["row"]: r for r in rejects}
-    assert sorted(by_row) == [2, 4, 5, 7, 9]
+    assert sorted(by_row, key=str) == [2, 4, 5, 7, 9, None]
+    assert by_row[None]["problems"][0]["message"] == "line 12 has 26 cells, the header 15"
     assert by_row[2]["reason"] == "invalid"
     [problem] = by_row[2]["problems"]
     assert (problem["field"], problem["column"]) == ("amount", "amount")
@@ -275,7 +282,7 @@ async def test_invalid_rows_go_to_the_rejects_file_with_row_numbers_and_reasons(
     }
     assert all(r["source"] == str(path) for r in rejects)
     text = "\n".join(summary.lines())
-    assert "rejected                      5" in text
+    assert re.search(r"^rejected +6$", text, re.M)
     assert "duplicate_id" in text
     assert "bad_label" in text
     assert str(summary.rejects_path) in text

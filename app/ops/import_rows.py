@@ -59,7 +59,7 @@ class Problem:
 class Rejected:
     """A row that was not imported, with every reason."""
 
-    row: int
+    row: int | None  # None: a CSV line that could not be split (its message names the line)
     reason: Reason
     problems: tuple[Problem, ...]
     raw: dict[str, Any]

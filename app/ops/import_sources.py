@@ -2,10 +2,11 @@
 SQL query. Every source is read in batches (constant memory whatever its size) and
 hands out rows as cells in column order, numbered from 1.
 
-- CSV (``.csv``) through pyarrow's streaming reader, every cell read as text (so ids
-  keep their leading zeros and the type's own rules convert numbers and booleans);
-  quoted cells may hold newlines. A line that does not split into the header's columns
-  is handed out as broken.
+- CSV (``.csv``) through pandas' C parser in chunks, every cell read as text (so ids keep
+  their leading zeros and the type's own rules convert numbers and booleans); quoted
+  cells may hold newlines. A line with more cells than the header is handed out as
+  broken; missing trailing cells are empty. (pyarrow's streaming CSV reader was faster
+  alone but decoded the whole file ahead of a slower consumer: memory grew with the file.)
 - Parquet (``.parquet``, ``.pq``) through pyarrow, typed as stored; nested structs are
   objects. pandas' ``__index_level_N__`` columns are ignored.
 - JSON Lines (``.jsonl``, ``.ndjson``): one object per line, parsed as written (nested
@@ -19,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,8 @@ SUFFIXES = {
     ".ndjson": "jsonl",
 }
 _PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")
-_CSV_BLOCK = 4 << 20  # bytes per pyarrow CSV block
+_SKIPPED = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
+_COUNT_CHUNK = 100_000
 
 
 @dataclass
@@ -138,62 +141,51 @@ class CsvSource:
         return max(_count_lines(self.path) - 1, 0)
 
     async def count(self) -> int:
-        return sum(b.num_rows for b in self._reader(None))
+        return sum(len(chunk) for chunk in self._chunks(_COUNT_CHUNK, usecols=[0]))
 
-    def _reader(self, broken: list[tuple[int | None, str, str]] | None) -> Any:
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-
-        columns = self.columns()
-
-        def bad(row: Any) -> str:
-            if broken is not None:
-                broken.append(
-                    (
-                        row.number,
-                        f"the line has {row.actual_columns} cells, the header "
-                        f"{row.expected_columns}",
-                        str(row.text),
-                    )
-                )
-            return "skip"
+    def _chunks(self, size: int, **options: Any) -> Iterator[Any]:
+        """pandas' C parser, ``size`` rows at a time (it reads the file as it goes: memory
+        stays flat however big the file), every cell as text, empty cells empty."""
+        import pandas as pd
 
         try:
-            return pcsv.open_csv(
+            yield from pd.read_csv(
                 self.path,
-                read_options=pcsv.ReadOptions(block_size=_CSV_BLOCK, encoding="utf8"),
-                parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=bad),
-                convert_options=pcsv.ConvertOptions(
-                    column_types=dict.fromkeys(columns, pa.string()),
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
+                dtype=str,
+                keep_default_na=False,
+                chunksize=size,
+                on_bad_lines="warn",
+                encoding="utf-8-sig",
+                **options,
             )
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (ValueError, OSError, UnicodeDecodeError) as exc:  # pandas' ParserError too
             raise ConfigError(f"{self.path}: cannot read it as CSV: {exc}") from exc
 
     async def batches(self, size: int) -> AsyncIterator[Batch]:
-        import pyarrow as pa
-
-        broken: list[tuple[int | None, str, str]] = []
-        reader = self._reader(broken)
         row = 0
+        columns = self.columns()
+        chunks = self._chunks(size)
         while True:
-            try:
-                record_batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except pa.ArrowInvalid as exc:
-                raise ConfigError(f"{self.path}: cannot read it as CSV: {exc}") from exc
-            cells = [record_batch.column(i).to_pylist() for i in range(record_batch.num_columns)]
-            for start in range(0, record_batch.num_rows, size):
-                part = list(zip(*(c[start : start + size] for c in cells), strict=True))
-                rows = [(row + i + 1, r) for i, r in enumerate(part)]
-                row += len(part)
-                yield Batch(self.columns(), rows, broken[:])
-                broken.clear()
-        if broken:
-            yield Batch(self.columns(), [], broken[:])
+            with warnings.catch_warnings(record=True) as caught:
+                # A line with more cells than the header is skipped with a ParserWarning
+                # naming its line: it becomes a broken row.
+                warnings.simplefilter("always")
+                chunk = next(chunks, None)
+            broken: list[tuple[int | None, str, str]] = []
+            for warning in caught:
+                for line in str(warning.message).strip().splitlines():
+                    found = _SKIPPED.match(line.strip())
+                    if found:
+                        message = f"line {found[1]} has {found[3]} cells, the header {found[2]}"
+                        broken.append((None, message, ""))
+            if chunk is None:
+                if broken:
+                    yield Batch(columns, [], broken)
+                return
+            cells = [chunk[c].tolist() for c in chunk.columns]
+            rows = [(row + i + 1, r) for i, r in enumerate(zip(*cells, strict=True))]
+            row += len(rows)
+            yield Batch(columns, rows, broken)
 
 
 class ParquetSource:

@@ -277,7 +277,7 @@ class _Importer:
             summary.rows_read += 1
             self.reject(
                 source,
-                Rejected(number or 0, "invalid", (Problem("(row)", problem),), {"text": text}),
+                Rejected(number, "invalid", (Problem("(row)", problem),), {"text": text}),
             )
         valid: dict[str, ImportedEvent] = {}
         raw: dict[int, tuple[Any, ...]] = {}
