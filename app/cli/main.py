@@ -13,6 +13,7 @@ import typer
 
 from app.cli.db import db_app
 from app.cli.deliveries import deliveries_app
+from app.cli.importer import import_history
 from app.cli.keys import keys_app
 from app.cli.models import explain, models_app
 from app.cli.rules import rules_app
@@ -26,6 +27,7 @@ app = typer.Typer(
 # `arbiter --help` lists the commands in this order.
 for command in (explain, train, trainer, run, demo, broker, simulate):
     app.command()(command)
+app.command("import")(import_history)
 app.add_typer(rules_app, name="rules")
 app.add_typer(db_app, name="db")
 app.add_typer(schemas_app, name="schemas")

@@ -1,7 +1,7 @@
 """What every ``arbiter`` sub-command shares: settings, the error line, the consoles.
 
 Each command module (``service``, ``rules``, ``db``, ``schemas``, ``models``, ``keys``,
-``deliveries``, ``trainer``) imports this module and no other command module;
+``deliveries``, ``trainer``, ``importer``) imports this module and no other command module;
 ``app.cli.main`` puts them together. Start-up problems (``ConfigError``, invalid
 settings) print one ``error:`` line naming the thing and the fix and exit with status 2;
 nothing prints a traceback at a user for a configuration mistake.

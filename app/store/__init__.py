@@ -3,8 +3,9 @@
 ``db`` builds engines, ``tables`` defines the schema, ``migrate`` keeps the database at
 the schema this code expects, ``sql`` holds the helpers the others share. ``ledger``
 (decisions and dead letters, exactly one decision per event), ``outbox`` (webhook
-deliveries), ``outcomes``, ``registry`` (model versions), ``training`` (runs and leases)
-and ``keys`` (API keys) read and write their tables.
+deliveries), ``outcomes``, ``imported`` (history written by ``arbiter import``),
+``registry`` (model versions), ``training`` (runs and leases) and ``keys`` (API keys)
+read and write their tables.
 """
 
 from __future__ import annotations

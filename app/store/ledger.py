@@ -29,6 +29,7 @@ from app.errors import TransientError
 from app.store.db import describe_cause
 from app.store.outbox import insert_deliveries
 from app.store.sql import chunks, insert_or_skip, is_transient
+from app.store.tables import ORIGIN_DECIDED
 from app.store.tables import dead_letters as dl_table
 from app.store.tables import decisions as dec_table
 from app.values import (
@@ -188,6 +189,9 @@ def _offsets_by_partition(
 
 # --- I/O shell ----------------------------------------------------------------------
 
+# Rows Arbiter decided (not history brought in by `arbiter import`).
+_DECIDED = dec_table.c.origin == ORIGIN_DECIDED
+
 
 class Ledger:
     """Reads and writes decisions and dead letters through one ``AsyncEngine``."""
@@ -342,23 +346,33 @@ class Ledger:
     # --- summaries (demo, tests, dashboard) -----------------------------------------
 
     async def decision_counts(self) -> dict[tuple[str, str], int]:
-        """Number of decisions per (event_type, decision)."""
-        return await self._grouped_count(dec_table, dec_table.c.event_type, dec_table.c.decision)
+        """Number of decisions per (event_type, decision); imported history is not counted
+        (it was never decided here)."""
+        return await self._grouped_count(
+            dec_table, dec_table.c.event_type, dec_table.c.decision, _DECIDED
+        )
 
     async def dead_letter_counts(self) -> dict[tuple[str, str], int]:
         """Number of dead letters per (event_type, reason)."""
         return await self._grouped_count(dl_table, dl_table.c.event_type, dl_table.c.reason)
 
     async def _grouped_count(
-        self, table: sa.Table, first: sa.Column[Any], second: sa.Column[Any]
+        self,
+        table: sa.Table,
+        first: sa.Column[Any],
+        second: sa.Column[Any],
+        where: sa.ColumnElement[bool] | None = None,
     ) -> dict[tuple[str, str], int]:
         query = sa.select(first, second, sa.func.count()).select_from(table).group_by(first, second)
+        if where is not None:
+            query = query.where(where)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {(a, b): int(n) for a, b, n in rows}
 
     async def latest_occurred_at(self) -> datetime | None:
-        """The event time of the newest decided event (the replay watermark)."""
+        """The event time of the newest stored event, imported history included (the
+        replay watermark)."""
         async with self._engine.connect() as conn:
             # max() keeps the column's type, so SQLite's value comes back aware UTC too.
             value: datetime | None = await conn.scalar(
@@ -373,7 +387,8 @@ class Ledger:
 
         Keyset pagination on (occurred_at, id): constant memory however long the window,
         and no row is returned twice. Used to rebuild correlation windows and to
-        backtest rules; it only reads.
+        backtest rules; it only reads. Imported history is included (its decision reads
+        ``imported``): it is what happened, and backtests are run on it.
         """
         cols = (
             dec_table.c.id,
@@ -417,7 +432,8 @@ class Ledger:
             after = (rows[-1].occurred_at, rows[-1].id)
 
     async def latency_percentiles(self, qs: Sequence[float] = (0.5, 0.99)) -> dict[float, float]:
-        """Percentiles of ``latency_ms`` over all decisions; empty when there are none."""
+        """Percentiles of ``latency_ms`` over all decisions made here (imported history has
+        no latency); empty when there are none."""
         bad = [q for q in qs if not 0.0 <= q <= 1.0]
         if bad:
             raise ValueError(f"percentiles must be between 0 and 1, got {bad}")
@@ -428,28 +444,35 @@ class Ledger:
                 # Let the server do it: no need to ship the whole column over the wire.
                 query = sa.select(
                     *(sa.func.percentile_cont(q).within_group(dec_table.c.latency_ms) for q in qs)
-                )
+                ).where(_DECIDED)
                 row = (await conn.execute(query)).one()
                 if row[0] is None:
                     return {}
                 return {q: float(v) for q, v in zip(qs, row, strict=True)}
             result = await conn.execute(
-                sa.select(dec_table.c.latency_ms).order_by(dec_table.c.latency_ms)
+                sa.select(dec_table.c.latency_ms).where(_DECIDED).order_by(dec_table.c.latency_ms)
             )
             values = [float(v) for v in result.scalars()]
         return percentiles(values, qs)
 
     async def count_decisions(self) -> int:
-        """Number of stored decisions."""
-        return await self._count(dec_table)
+        """Number of stored decisions made here (imported history not counted)."""
+        return await self._count(dec_table, _DECIDED)
+
+    async def count_imported(self) -> int:
+        """Number of events imported as history (``arbiter import``)."""
+        return await self._count(dec_table, ~_DECIDED)
 
     async def count_dead_letters(self) -> int:
         """Number of stored dead letters."""
         return await self._count(dl_table)
 
-    async def _count(self, table: sa.Table) -> int:
+    async def _count(self, table: sa.Table, where: sa.ColumnElement[bool] | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(table)
+        if where is not None:
+            query = query.where(where)
         async with self._engine.connect() as conn:
-            n = await conn.scalar(sa.select(sa.func.count()).select_from(table))
+            n = await conn.scalar(query)
         return int(n or 0)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetterRecord]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,14 +30,22 @@ from schemas import Outcome
 
 def outcome_digest(outcome: Outcome) -> str:
     """Identifies an outcome's content: the same report delivered twice has one digest."""
+    return content_digest(
+        outcome.event_id, outcome.event_type, outcome.occurred_at, outcome.labels, outcome.source
+    )
+
+
+def content_digest(
+    event_id: str,
+    event_type: str,
+    occurred_at: datetime,
+    labels: Mapping[str, Any],
+    source: str | None,
+) -> str:
+    """``outcome_digest`` from the values themselves (imports write outcomes of declared
+    types without building an ``Outcome``)."""
     canonical = json.dumps(
-        [
-            outcome.event_id,
-            outcome.event_type,
-            outcome.occurred_at.isoformat(),
-            outcome.labels,
-            outcome.source,
-        ],
+        [event_id, event_type, occurred_at.isoformat(), dict(labels), source],
         sort_keys=True,
         separators=(",", ":"),
     )

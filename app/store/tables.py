@@ -92,7 +92,14 @@ decisions = sa.Table(
     sa.Column("explanations", sa.JSON(), nullable=False, server_default="{}"),
     # Scores of challengers in shadow ("name@vN" -> scores); they never change a decision.
     sa.Column("shadow_scores", sa.JSON(), nullable=False, server_default="{}"),
+    # Where the row came from (migration 0008): 'decided' by Arbiter, or 'imported' by
+    # `arbiter import` (history with no decision of ours; see app/store/imported.py).
+    sa.Column("origin", sa.String(16), nullable=False, server_default="decided"),
 )
+
+# The values of ``decisions.origin``.
+ORIGIN_DECIDED = "decided"
+ORIGIN_IMPORTED = "imported"
 
 dead_letters = sa.Table(
     "dead_letters",

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.store.tables import decisions, leases, outcomes, training_runs
+from app.store.tables import ORIGIN_DECIDED, decisions, leases, outcomes, training_runs
 
 FINAL_STATUSES = ("promoted", "kept", "skipped", "failed", "abandoned")
 
@@ -251,6 +251,7 @@ async def recent_decisions(
     newest = (
         sa.select(d.id, d.event_id, d.occurred_at, d.payload, d.scores, d.model_versions)
         .where(d.event_type == event_type)
+        .where(d.origin == ORIGIN_DECIDED)  # imported history was scored by no champion
         .order_by(d.occurred_at.desc(), d.id.desc())
         .limit(limit)
         .subquery()
