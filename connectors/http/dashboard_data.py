@@ -25,6 +25,7 @@ from app.rules.language.spec import RuleSet
 from app.store.ledger import percentiles
 from app.store.outbox import Delivery
 from app.store.registry import ModelRegistry
+from app.store.tables import ORIGIN_DECIDED
 from app.store.tables import dead_letters as dl_table
 from app.store.tables import decisions as dec_table
 from app.store.training import TrainingRun
@@ -126,9 +127,14 @@ async def recent_decisions(engine: AsyncEngine, since: datetime) -> list[RecentD
 
 
 async def total_decisions(engine: AsyncEngine) -> dict[tuple[str, str], int]:
-    """Decisions per (event_type, decision) since the start (one grouped count)."""
+    """Decisions per (event_type, decision) since the start (one grouped count); history
+    brought in by ``arbiter import`` is not a decision and is left out."""
     c = dec_table.c
-    query = sa.select(c.event_type, c.decision, sa.func.count()).group_by(c.event_type, c.decision)
+    query = (
+        sa.select(c.event_type, c.decision, sa.func.count())
+        .where(c.origin == ORIGIN_DECIDED)
+        .group_by(c.event_type, c.decision)
+    )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return {(a, b): int(n) for a, b, n in rows}
