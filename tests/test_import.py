@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,9 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
-from typer.testing import CliRunner
 
-from app.cli.main import app as cli_app
 from app.errors import ConfigError
 from app.ops.importer import ImportRequest, ImportSummary, import_history
 from app.simulator.generate import labelled_events
@@ -31,6 +30,7 @@ from app.trainer.jobs.dataset import build_examples
 from app.values import DecisionRecord
 from schemas import EVENT_MODELS
 from tests.conftest import PG_ADMIN_URL
+from tests.harness import arbiter
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -522,31 +522,38 @@ async def test_imported_history_is_replayed_by_backtests_but_not_counted_as_deci
 
 
 def test_arbiter_import_prints_a_summary_and_refuses_unknown_columns_with_exit_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
+    # The CLI runs in a process of its own: it configures logging for its own streams.
     db = tmp_path / "data" / "arbiter.db"
-    monkeypatch.setenv("ARBITER_DATABASE_URL", f"sqlite+aiosqlite:///{db}")
-    monkeypatch.setenv("ARBITER_DATABASE_AUTO_MIGRATE", "true")
-    monkeypatch.setenv("ARBITER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("COLUMNS", "200")
+    (tmp_path / "data").mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
+        "ARBITER_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "ARBITER_DATABASE_AUTO_MIGRATE": "true",
+        "ARBITER_DATA_DIR": str(tmp_path / "data"),
+        "COLUMNS": "200",
+    }
     payloads, labels = transactions(50)
     rows = [flat(p) | lab for p, lab in zip(payloads, labels, strict=True)]
     rows[7]["amount"] = "lots"
     path = write_csv(tmp_path / "history.csv", rows)
-    runner = CliRunner()
 
-    result = runner.invoke(cli_app, ["import", "transaction", str(path)])
+    def run(*args: str) -> tuple[int, str]:
+        done = arbiter(*args, env=env, cwd=tmp_path / "data", timeout=120)
+        return done.returncode, done.stdout + done.stderr
 
-    assert result.exit_code == 0, result.output
-    assert "importing transaction" in result.output
-    assert re.search(r"^imported +49$", result.output, re.M)
-    assert re.search(r"^  invalid +1$", result.output, re.M)
-    assert re.search(r"^outcomes written +49$", result.output, re.M)
-    assert f"{path}.rejects.jsonl" in result.output
+    code, output = run("import", "transaction", str(path))
+    assert code == 0, output
+    assert "importing transaction" in output
+    assert re.search(r"^imported +49$", output, re.M)
+    assert re.search(r"^  invalid +1$", output, re.M)
+    assert re.search(r"^outcomes written +49$", output, re.M)
+    assert f"{path}.rejects.jsonl" in output
 
-    result = runner.invoke(cli_app, ["import", "transaction", str(path), "--map", "amount=amt"])
-    assert result.exit_code == 2
-    assert "error: --map amount=amt: the type 'transaction' has no field 'amt'" in result.output
-    result = runner.invoke(cli_app, ["import", "transaction", str(path), "--map", "amount"])
-    assert result.exit_code == 2
-    assert "is not COLUMN=NAME" in result.output
+    code, output = run("import", "transaction", str(path), "--map", "amount=amt")
+    assert code == 2
+    assert "error: --map amount=amt: the type 'transaction' has no field 'amt'" in output
+    code, output = run("import", "transaction", str(path), "--map", "amount")
+    assert code == 2
+    assert "is not COLUMN=NAME" in output
