@@ -70,6 +70,7 @@ _COUNTRY_CODES = """
 COUNTRIES: frozenset[str] = frozenset(_COUNTRY_CODES.split())
 
 MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_CHARS = 256
 
 
 def _check_currency(value: str) -> str:
@@ -177,7 +178,9 @@ EventId = Annotated[
 PartyId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 AttributeKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-AttributeValue = float | int | bool | Annotated[str, StringConstraints(max_length=256)]
+AttributeValue = (
+    float | int | bool | Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_CHARS)]
+)
 Attributes = Annotated[dict[AttributeKey, AttributeValue], Field(max_length=MAX_ATTRIBUTES)]
 
 

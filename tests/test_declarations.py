@@ -124,11 +124,11 @@ def test_the_shipped_rules_check_clean_against_the_declarations(shipped) -> None
 
 
 def _errors(model, raw: bytes) -> set[tuple[object, ...]] | None:
-    """The error locations decoding ``raw`` gives, or None when it decodes."""
+    """The errors (where, what) decoding ``raw`` gives, or None when it decodes."""
     try:
         model.model_validate_json(raw)
     except ValidationError as exc:
-        return {tuple(e["loc"]) for e in exc.errors()}
+        return {(tuple(e["loc"]), e["msg"]) for e in exc.errors()}
     return None
 
 
@@ -449,3 +449,26 @@ def test_an_example_that_is_not_a_valid_event_is_refused_with_its_line(tmp_path:
     assert "loan" not in declarations
     assert str(problems[0]).startswith(f"{folder / 'loan.yaml'}:28: the example is not a valid")
     assert "purpose: Input should be 'car', 'home' or 'education'" in str(problems[0])
+
+
+def test_the_attributes_caps_are_settings_and_their_errors_name_them(tmp_path: Path) -> None:
+    from app.settings import Settings
+    from app.wiring import event_types
+
+    event = json.loads(next(s.value for s in generate(50, seed=2) if s.event_type == "order"))
+    many = {**event, "attributes": {f"x{i}": i for i in range(85)}}
+    shipped_model = event_types(Settings(event_types="order")).models["order"]
+    with pytest.raises(ValidationError) as caught:
+        shipped_model.model_validate(many)
+    assert caught.value.errors()[0]["msg"] == (
+        "attributes has 85 keys; the limit is 50 (ARBITER_SCHEMAS_MAX_ATTRIBUTES): raise it, "
+        "or declare the values as fields of the type (docs/events.md)"
+    )
+    raised = event_types(Settings(event_types="order", schemas_max_attributes=100))
+    assert len(raised.models["order"].model_validate(many).attributes) == 85
+    long_text = {**event, "attributes": {"note": "n" * 300}}
+    with pytest.raises(ValidationError) as caught:
+        shipped_model.model_validate(long_text)
+    assert any(
+        "(ARBITER_SCHEMAS_MAX_ATTRIBUTE_CHARS)" in e["msg"] for e in caught.value.errors()
+    )

@@ -17,11 +17,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.declarations.build import DeclaredEvent, build_model
+from app.declarations.build import DeclaredEvent, Limits, build_model
 from app.declarations.reader import read_declaration
 from app.declarations.spec import LabelSpec, ModelSpec, Problem, TypeSpec
 from app.errors import ConfigError
-from schemas import EVENT_MODELS
 from schemas.common import EventCore, FieldKind, model_field_kinds
 
 __all__ = [
@@ -29,6 +28,7 @@ __all__ = [
     "DeclaredEvent",
     "DeclaredType",
     "EventTypes",
+    "Limits",
     "Problem",
     "load_declarations",
     "score_kinds",
@@ -100,7 +100,9 @@ class Declarations(Mapping[str, DeclaredType]):
         return {name: t.score_kinds() for name, t in self.types.items()}
 
 
-def load_declarations(directory: Path) -> tuple[Declarations, list[Problem]]:
+def load_declarations(
+    directory: Path, limits: Limits | None = None
+) -> tuple[Declarations, list[Problem]]:
     """Every ``*.yaml`` declaration in ``directory``: the types that passed, and every
     problem found (a file with problems contributes no type)."""
     declarations = Declarations(directory)
@@ -141,7 +143,7 @@ def load_declarations(directory: Path) -> tuple[Declarations, list[Problem]]:
                 )
             )
             continue
-        model = build_model(spec)
+        model = build_model(spec, limits)
         if spec.example is not None:
             try:
                 model.model_validate(spec.example)
@@ -163,12 +165,8 @@ def load_declarations(directory: Path) -> tuple[Declarations, list[Problem]]:
 
 @dataclass(frozen=True)
 class EventTypes:
-    """The event types one process serves: how each decodes, and what rules may read.
-
-    The shipped types decode with their hand-written models in ``schemas`` (a test keeps
-    them identical to their declarations; their feature code reads those classes); every
-    other type with the model compiled from its declaration.
-    """
+    """The event types one process serves: how each decodes (the model compiled from its
+    declaration, the shipped types too), and what rules may read."""
 
     declarations: Declarations
     names: tuple[str, ...]
@@ -192,10 +190,10 @@ class EventTypes:
         return {t: tuple(m.name for m in self.spec(t).models) for t in self.names}
 
 
-def served_types(directory: Path, names: Sequence[str]) -> EventTypes:
+def served_types(directory: Path, names: Sequence[str], limits: Limits | None = None) -> EventTypes:
     """The declared types ``names`` from ``directory``; a ``ConfigError`` names every
     problem (and ``arbiter schemas check``) when a declaration is broken or missing."""
-    declarations, problems = load_declarations(directory)
+    declarations, problems = load_declarations(directory, limits)
     missing = [
         n
         for n in names
@@ -214,9 +212,7 @@ def served_types(directory: Path, names: Sequence[str]) -> EventTypes:
             f"the event type declarations have {len(lines)} problem(s) — check them with "
             f"`arbiter schemas check`:\n  {shown}{more}"
         )
-    models: dict[str, type[EventCore]] = {
-        n: EVENT_MODELS.get(n) or declarations[n].model for n in names
-    }
+    models: dict[str, type[EventCore]] = {n: declarations[n].model for n in names}
     return EventTypes(declarations, tuple(names), models)
 
 

@@ -9,15 +9,19 @@ A declared id or time field with another name is read and written under its own 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import ConfigDict, Field, StringConstraints, create_model
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, create_model
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 from app.declarations.spec import ID_FIELD, TIME_FIELD, FieldSpec, TypeSpec
 from schemas.common import (
-    Attributes,
+    MAX_ATTRIBUTE_CHARS,
+    MAX_ATTRIBUTES,
+    AttributeKey,
     Contract,
     CountryCode,
     CurrencyCode,
@@ -29,6 +33,16 @@ from schemas.common import (
 )
 
 TEXT_MARK = "x-arbiter-text"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps that are settings rather than part of a declaration (``ARBITER_SCHEMAS_*``)."""
+
+    max_attributes: int = MAX_ATTRIBUTES
+    max_attribute_chars: int = MAX_ATTRIBUTE_CHARS
+
+
 Extra = Literal["allow", "forbid"]
 
 
@@ -47,7 +61,7 @@ def _arrival() -> datetime:
     return datetime.now(UTC)
 
 
-def build_model(spec: TypeSpec) -> type[DeclaredEvent]:
+def build_model(spec: TypeSpec, limits: Limits | None = None) -> type[DeclaredEvent]:
     """The pydantic model of ``spec`` (already checked by the reader)."""
     extra: Extra = "allow" if spec.unknown_fields == "keep" else "forbid"
     fields: dict[str, Any] = {}
@@ -67,7 +81,7 @@ def build_model(spec: TypeSpec) -> type[DeclaredEvent]:
             ),
         )
     if spec.attributes:
-        fields["attributes"] = (Attributes, Field(default_factory=dict))
+        fields["attributes"] = (_attributes(limits or Limits()), Field(default_factory=dict))
     config = ConfigDict(
         extra=extra,
         frozen=True,
@@ -89,6 +103,43 @@ def build_model(spec: TypeSpec) -> type[DeclaredEvent]:
     model.declaration = spec
     model.key_field = spec.key_field
     return model
+
+
+def _attributes(limits: Limits) -> Any:
+    """The free ``attributes`` mapping, its caps from the settings that name them."""
+
+    def count(value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > limits.max_attributes:
+            raise PydanticCustomError(
+                "too_many_attributes",
+                "attributes has {count} keys; the limit is {limit} "
+                "(ARBITER_SCHEMAS_MAX_ATTRIBUTES): raise it, or declare the values as "
+                "fields of the type (docs/events.md)",
+                {"count": len(value), "limit": limits.max_attributes},
+            )
+        return value
+
+    def chars(value: str) -> str:
+        if len(value) > limits.max_attribute_chars:
+            raise PydanticCustomError(
+                "attribute_too_long",
+                "an attribute value is {length} characters; the limit is {limit} "
+                "(ARBITER_SCHEMAS_MAX_ATTRIBUTE_CHARS): shorten it or raise the limit",
+                {"length": len(value), "limit": limits.max_attribute_chars},
+            )
+        return value
+
+    text = Annotated[
+        str,
+        Field(json_schema_extra={"maxLength": limits.max_attribute_chars}),
+        AfterValidator(chars),
+    ]
+    value = float | int | bool | text
+    return Annotated[
+        dict[AttributeKey, value],
+        Field(json_schema_extra={"maxProperties": limits.max_attributes}),
+        AfterValidator(count),
+    ]
 
 
 def _class_name(name: str, suffix: str = "Event") -> str:

@@ -25,7 +25,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -165,9 +165,10 @@ def softmax(logits: Floats) -> Floats:
 def ticket_texts(events: Sequence[EventCore]) -> list[str]:
     texts = []
     for event in events:
-        if not isinstance(event, Ticket):
+        # A ticket decoded by its declaration or by the hand-written model: same fields.
+        if event.event_type != "ticket":
             raise TypeError(f"the ticket text models read tickets, got {type(event).__name__}")
-        texts.append(ticket_text(event))
+        texts.append(ticket_text(cast("Ticket", event)))
     return texts
 
 

@@ -81,6 +81,19 @@ class SchemasSettings(Section):
         default_factory=_default_schemas_dir,
         description="The folder of event type declarations (*.yaml, docs/events.md).",
     )
+    max_attributes: int = Field(
+        default=50,
+        ge=0,
+        le=10_000,
+        description="How many keys an event's free `attributes` mapping may hold (types "
+        "declared with `attributes: true`); declare values you rely on as fields instead.",
+    )
+    max_attribute_chars: int = Field(
+        default=256,
+        ge=1,
+        le=65_536,
+        description="The longest text value in an event's `attributes`.",
+    )
 
 
 class ModelsSettings(Section):

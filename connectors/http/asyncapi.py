@@ -15,7 +15,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from app.declarations import served_types
+from app.declarations import Limits, served_types
 from app.settings import Settings
 from schemas import Decision, EventCore, Outcome
 
@@ -74,7 +74,8 @@ def asyncapi_document(
     """The AsyncAPI 3.0 document (a JSON-able dict) for the types ``settings`` runs, with
     each type's payload from its declaration (``schemas/<type>.yaml``)."""
     names = tuple(event_types or settings.event_types)
-    models = served_types(settings.schemas.dir, names).models
+    limits = Limits(settings.schemas.max_attributes, settings.schemas.max_attribute_chars)
+    models = served_types(settings.schemas.dir, names, limits).models
     broker = KafkaBroker(settings.kafka.bootstrap or "localhost:9092")
     for event_type in names:
         _declare(broker, settings, event_type, models[event_type])
