@@ -472,3 +472,11 @@ def test_the_attributes_caps_are_settings_and_their_errors_name_them(tmp_path: P
     assert any(
         "(ARBITER_SCHEMAS_MAX_ATTRIBUTE_CHARS)" in e["msg"] for e in caught.value.errors()
     )
+
+
+def test_a_key_longer_than_the_ledger_keeps_is_refused_at_decoding(tmp_path: Path) -> None:
+    text = LOAN.replace("customer_id: {type: string, max_length: 32}", "customer_id: string")
+    declarations, _ = load_declarations(declare(tmp_path, text))
+    with pytest.raises(ValidationError) as caught:
+        declarations["loan"].model.model_validate({**GOOD_LOAN, "customer_id": "c" * 129})
+    assert caught.value.errors()[0]["msg"] == "String should have at most 128 characters"

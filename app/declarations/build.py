@@ -9,7 +9,7 @@ A declared id or time field with another name is read and written under its own 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, cast
 
@@ -33,6 +33,7 @@ from schemas.common import (
 )
 
 TEXT_MARK = "x-arbiter-text"
+MAX_KEY_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ def build_model(spec: TypeSpec, limits: Limits | None = None) -> type[DeclaredEv
             fields[ID_FIELD] = (EventId, _field(fspec, internal=ID_FIELD))
         elif fspec.name == spec.time_field:
             fields[TIME_FIELD] = (timestamp_named(fspec.name), _field(fspec, internal=TIME_FIELD))
+        elif fspec.name == spec.key_field and fspec.type == "string":
+            # The ledger keeps the key in a column of MAX_KEY_CHARS.
+            capped = min(fspec.max_length or MAX_KEY_CHARS, MAX_KEY_CHARS)
+            fields[fspec.name] = _annotation(replace(fspec, max_length=capped), extra, spec.name)
         else:
             fields[fspec.name] = _annotation(fspec, extra, spec.name)
     if spec.time_field is None:
