@@ -469,9 +469,7 @@ def test_the_attributes_caps_are_settings_and_their_errors_name_them(tmp_path: P
     long_text = {**event, "attributes": {"note": "n" * 300}}
     with pytest.raises(ValidationError) as caught:
         shipped_model.model_validate(long_text)
-    assert any(
-        "(ARBITER_SCHEMAS_MAX_ATTRIBUTE_CHARS)" in e["msg"] for e in caught.value.errors()
-    )
+    assert any("(ARBITER_SCHEMAS_MAX_ATTRIBUTE_CHARS)" in e["msg"] for e in caught.value.errors())
 
 
 def test_a_key_longer_than_the_ledger_keeps_is_refused_at_decoding(tmp_path: Path) -> None:
