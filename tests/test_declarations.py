@@ -478,3 +478,64 @@ def test_a_key_longer_than_the_ledger_keeps_is_refused_at_decoding(tmp_path: Pat
     with pytest.raises(ValidationError) as caught:
         declarations["loan"].model.model_validate({**GOOD_LOAN, "customer_id": "c" * 129})
     assert caught.value.errors()[0]["msg"] == "String should have at most 128 characters"
+
+
+# -- what a declared model will learn from: feature rows and targets
+
+LOAN_FEATURES = LOAN.replace(
+    "features: {exclude: [customer_id], derived: [{log: income}]}",
+    "features: {derived: [{log: income}, {hour_of_day: submitted_at}, "
+    "{vs_recent_mean: balance}, {length: note}]}",
+)
+
+
+def test_a_declared_type_gives_feature_rows_from_its_fields_and_asked_for_derivations(
+    tmp_path: Path,
+) -> None:
+    from app.inference.features import History, feature_rows
+
+    declarations, problems = load_declarations(declare(tmp_path, LOAN_FEATURES))
+    assert problems == []
+    model = declarations["loan"].model
+    first = model.model_validate({**GOOD_LOAN, "tags": ["a", "b"], "note": "call back"})
+    second = model.model_validate({**GOOD_LOAN, "application_id": "app-2", "balance": 2401.0})
+    rows = feature_rows("loan", [first, second], History())
+    assert rows[0] == {
+        "balance": 1200.5,
+        "income": 38000.0,
+        "student": 0.0,
+        "purpose": "car",
+        "dependants": None,
+        "address.country": "DE",
+        "address.postcode": "10115",
+        "tags.count": 2.0,
+        "log(income)": pytest.approx(10.5453, abs=1e-4),
+        "hour_of_day(submitted_at)": 8.0,  # 09:30+01:00 is 08:30 UTC
+        "vs_recent_mean(balance)": None,  # nothing earlier from this customer
+        "length(note)": 9.0,
+    }
+    # The id, the key, the time and free text are never features; history is per key.
+    assert rows[1]["vs_recent_mean(balance)"] == pytest.approx(2401.0 / 1200.5)
+    assert rows[1]["length(note)"] is None
+
+
+def test_a_declared_model_learns_its_target_from_the_declared_label(shipped) -> None:
+    from app.trainer.jobs.dataset import declared_target
+
+    order = shipped["order"].spec
+    [risk] = order.models
+    status = order.label("status")
+    assert status is not None
+    assert declared_target(risk, status, {"status": "Chargeback"}) is True
+    assert declared_target(risk, status, {"status": "fulfilled"}) is False
+    assert declared_target(risk, status, {"status": "lost"}) is None
+    assert declared_target(risk, status, {}) is None
+    ticket = shipped["ticket"].spec
+    urgency = next(m for m in ticket.models if m.name == "urgency")
+    urgency_label = ticket.label("urgency")
+    assert urgency_label is not None
+    assert declared_target(urgency, urgency_label, {"urgency": " HIGH"}) == "high"
+    fraud = shipped["transaction"].spec
+    fraud_label = fraud.label("fraud")
+    assert fraud_label is not None
+    assert declared_target(fraud.models[0], fraud_label, {"fraud": "true"}) is True

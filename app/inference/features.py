@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
+from app.declarations.spec import Derived, FieldSpec, TypeSpec
 from schemas import EventCore, Order, Ticket, Transaction
 
 FeatureValue = float | str | None
@@ -182,6 +183,9 @@ def feature_rows(event_type: str, events: Sequence[EventCore], history: History)
     it never sees its own amount, and an earlier event of the same batch counts as
     history for a later one, as it would have one batch earlier.
     """
+    declaration: TypeSpec | None = getattr(events[0], "declaration", None) if events else None
+    if event_type not in _BUILDERS and declaration is not None:
+        return declared_rows(declaration, events, history)
     try:
         model, build = _BUILDERS[event_type]
     except KeyError:
@@ -195,6 +199,71 @@ def feature_rows(event_type: str, events: Sequence[EventCore], history: History)
             raise TypeError(f"a {event_type} batch holds a {type(event).__name__}")
         rows.append(build(event, history))
     return rows
+
+
+# --- declared types ----------------------------------------------------------------------
+
+
+def declared_rows(spec: TypeSpec, events: Sequence[EventCore], history: History) -> list[Row]:
+    """Feature rows of a declared type, straight from its declaration: every field but the
+    id, the key, the time and free text (numbers and booleans numeric, enums and strings
+    categorical, objects flattened as ``parent.child``, arrays as ``<name>.count``), the
+    ``attributes`` as ``attr.<key>``, and the derived features its models ask for, named
+    ``function(field)``. Each model picks its own columns from these when it is trained.
+    """
+    skip = {spec.id_field, spec.key_field, spec.time_field, *spec.text_fields}
+    fields = [f for f in spec.fields if f.name not in skip]
+    derived = list({d.name: d for m in spec.models for d in m.derived}.values())
+    rows: list[Row] = []
+    for event in events:
+        values = event.model_dump()
+        row: Row = {}
+        for fspec in fields:
+            _field_features(fspec.name, fspec, values.get(fspec.name), row)
+        if spec.attributes:
+            row.update(attribute_features(values.get("attributes") or {}))
+        for d in derived:
+            row[d.name] = _derived(d, values.get(d.field), event.partition_key, history)
+        rows.append(row)
+    return rows
+
+
+def _field_features(name: str, fspec: FieldSpec, value: object, row: Row) -> None:
+    if fspec.type in ("integer", "number"):
+        row[name] = _finite(value)
+    elif fspec.type == "boolean":
+        row[name] = None if value is None else float(bool(value))
+    elif fspec.type in ("enum", "string"):
+        row[name] = None if value is None else str(value)
+    elif fspec.type == "object":
+        inner = value if isinstance(value, Mapping) else {}
+        for child in fspec.fields:
+            _field_features(f"{name}.{child.name}", child, inner.get(child.name), row)
+    elif fspec.type == "array":
+        row[f"{name}.count"] = None if value is None else float(len(value))  # type: ignore[arg-type]
+    # datetime: only through derived features (hour_of_day, day_of_week)
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _derived(d: Derived, value: object, key: str, history: History) -> FeatureValue:
+    if d.function == "log":
+        number = _finite(value)
+        return None if number is None else math.log1p(max(number, 0.0))
+    if d.function in ("hour_of_day", "day_of_week"):
+        if not isinstance(value, datetime):
+            return None
+        when = value.astimezone(UTC)
+        return float(when.hour if d.function == "hour_of_day" else when.weekday())
+    if d.function == "length":
+        return None if value is None else float(len(str(value)))
+    number = _finite(value)  # vs_recent_mean: over this key's recent values of the field
+    return None if number is None else history.observe(f"{d.field}\x00{key}", number)
 
 
 def ticket_text(ticket: Ticket) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
+from app.declarations.spec import LabelSpec, ModelSpec
 from app.errors import ArbiterError
 from schemas import EVENT_MODELS, EventBase
 
@@ -85,6 +86,27 @@ def target(model_name: str, labels: Mapping[str, Any]) -> bool | str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
     return None
+
+
+def declared_target(
+    model: ModelSpec, label: LabelSpec, labels: Mapping[str, Any]
+) -> bool | str | None:
+    """What a declared model learns from an outcome's ``labels``; None when they do not
+    say. A yes/no model: whether the label is one of ``predicts.positive`` (a boolean
+    label: whether it is true); a multi-class model: the class, spelt as declared."""
+    value = labels.get(model.label)
+    if value is None:
+        return None
+    if label.type == "boolean":
+        return _flag(value)
+    if not isinstance(value, str):
+        return None
+    spelt = {v.lower(): v for v in label.values}.get(value.strip().lower())
+    if spelt is None:
+        return None  # not a value of the label: unusable rather than guessed
+    if model.multi_class:
+        return spelt if spelt in model.classes else None
+    return spelt in model.positive
 
 
 class LabelledLike(Protocol):
