@@ -37,21 +37,13 @@ from benchlib import REPO, append_results, git_commit
 BASE = 100_000
 
 
-def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def write_csv(path: Path, rows: int) -> None:
+    from app.ops.import_rows import dotted_columns
     from app.simulator.generate import labelled_events
 
     events, labels = labelled_events("transaction", min(rows, BASE), seed=7)
-    base = [flat(e.model_dump(mode="json")) | lab for e, lab in zip(events, labels, strict=True)]
+    pairs = zip(events, labels, strict=True)
+    base = [dotted_columns(e.model_dump(mode="json")) | lab for e, lab in pairs]
     first = dt.datetime.fromisoformat(base[0]["occurred_at"])
     span = dt.datetime.fromisoformat(base[-1]["occurred_at"]) - first + dt.timedelta(seconds=1)
     columns = list(dict.fromkeys(k for r in base for k in r))

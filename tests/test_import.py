@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ConfigError
+from app.ops.import_rows import dotted_columns
 from app.ops.importer import ImportRequest, ImportSummary, import_history
 from app.simulator.generate import labelled_events
 from app.store import Ledger, create_engine
@@ -34,17 +35,6 @@ from tests.harness import arbiter
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested payload as dotted columns (``device.kind``)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def transactions(n: int, seed: int = 3) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -76,7 +66,7 @@ def write_file(kind: str, path: Path, payloads: list[dict[str, Any]], labels: li
     with nested structs and real timestamps, JSON Lines as the payloads are."""
     rows = [p | lab for p, lab in zip(payloads, labels, strict=True)]
     if kind == "csv":
-        return write_csv(path.with_suffix(".csv"), [flat(r) for r in rows])
+        return write_csv(path.with_suffix(".csv"), [dotted_columns(r) for r in rows])
     if kind == "parquet":
         for r in rows:
             r["occurred_at"] = datetime.fromisoformat(r["occurred_at"])
@@ -176,7 +166,7 @@ async def test_rows_of_a_sql_table_are_imported_with_their_labels(
     """``--sql QUERY --from URL``: PostgreSQL read through asyncpg (an async driver),
     SQLite through the standard library's sync driver; typed columns, dotted names."""
     payloads, labels = transactions(150, seed=5)
-    rows = [flat(p) | lab for p, lab in zip(payloads, labels, strict=True)]
+    rows = [dotted_columns(p) | lab for p, lab in zip(payloads, labels, strict=True)]
     for r in rows:
         r["occurred_at"] = datetime.fromisoformat(r["occurred_at"])
     table = f"history_{uuid.uuid4().hex[:8]}"
@@ -239,7 +229,7 @@ async def test_invalid_rows_go_to_the_rejects_file_with_row_numbers_and_reasons(
     rest is imported. Each refused row is one line: source, row, reason, the problems
     with field and column names, and the raw row. The summary counts them by reason."""
     payloads, labels = transactions(10)
-    rows = [flat(p) | lab for p, lab in zip(payloads, labels, strict=True)]
+    rows = [dotted_columns(p) | lab for p, lab in zip(payloads, labels, strict=True)]
     rows[1]["amount"] = "-5"  # row 2
     rows[3]["channel"] = "pigeon"  # row 4
     rows[4]["fraud"] = "maybe"  # row 5
@@ -324,7 +314,7 @@ async def test_unknown_columns_are_refused_with_the_fix_and_nothing_is_written(
 ) -> None:
     payloads, labels = transactions(5)
     rows = [
-        flat(p) | lab | {"colour": "red", "score": 1}
+        dotted_columns(p) | lab | {"colour": "red", "score": 1}
         for p, lab in zip(payloads, labels, strict=True)
     ]
     path = write_csv(tmp_path / "history.csv", rows)
@@ -357,7 +347,7 @@ async def test_map_and_label_read_columns_under_other_names(
         "fraud": "was_fraud",
     }
     rows = [
-        {renamed.get(k, k): v for k, v in (flat(p) | lab).items()}
+        {renamed.get(k, k): v for k, v in (dotted_columns(p) | lab).items()}
         for p, lab in zip(payloads, labels, strict=True)
     ]
     path = write_csv(tmp_path / "history.csv", rows)
@@ -459,7 +449,7 @@ async def test_a_missing_time_column_of_a_type_that_declares_one_needs_at(
     db_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     payloads, labels = transactions(3)
-    rows = [flat(p) | lab for p, lab in zip(payloads, labels, strict=True)]
+    rows = [dotted_columns(p) | lab for p, lab in zip(payloads, labels, strict=True)]
     for r in rows:
         del r["occurred_at"]
     path = write_csv(tmp_path / "history.csv", rows)
@@ -535,7 +525,7 @@ def test_arbiter_import_prints_a_summary_and_refuses_unknown_columns_with_exit_2
         "COLUMNS": "200",
     }
     payloads, labels = transactions(50)
-    rows = [flat(p) | lab for p, lab in zip(payloads, labels, strict=True)]
+    rows = [dotted_columns(p) | lab for p, lab in zip(payloads, labels, strict=True)]
     rows[7]["amount"] = "lots"
     path = write_csv(tmp_path / "history.csv", rows)
 

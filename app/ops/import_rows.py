@@ -78,6 +78,18 @@ class ColumnPlan:
     free_paths: frozenset[tuple[str, ...]] = field(default_factory=frozenset)  # no declared type
 
 
+def dotted_columns(payload: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested payload as the columns an import reads (``device.kind``): the inverse of
+    how nested fields are built from dotted column names (for writing files to import)."""
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        if isinstance(value, Mapping):
+            out.update(dotted_columns(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def is_absent(value: Any) -> bool:
     """An empty cell: None, an empty (or blank) string, or NaN."""
     if value is None:
