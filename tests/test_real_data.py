@@ -2,13 +2,14 @@
 breast cancer biopsies that ship inside scikit-learn (569 samples, 30 measurements,
 malignant or benign). A type nobody shipped is declared for it, its history imported
 from CSV, Parquet and a SQL table, and live samples decided with a rule on a measurement.
-Real SQLite and PostgreSQL stores; no timestamps in the data (the arrival time is used)."""
+Its rule is backtested over the imported history. Real SQLite and PostgreSQL stores;
+no timestamps in the data (the arrival time is used)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.offline import as_records, run_batch
 from app.declarations import load_declarations
 from app.inference.scoring import Scorer
+from app.ops.backtest import BacktestRequest, run_backtest
 from app.ops.importer import ImportRequest, ImportSummary, import_history
 from app.rules.loader import load_rulesets
 from app.rules.runtime.engine import RulesEngine
@@ -129,14 +131,24 @@ async def test_a_public_labelled_data_set_is_declared_imported_three_ways_and_de
     truth = dict(zip(frame["sample_id"], frame["malignant"], strict=True))
     assert all(labelled[i] == {"malignant": bool(truth[i])} for i in truth)
 
-    # Live samples through the real rules, offline core (no model trained yet).
+    # The rule replayed over the imported history (`arbiter rules backtest`).
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "biopsy.yaml").write_text(RULES, encoding="utf-8")
     served = declarations["biopsy"]
-    engine_rules = RulesEngine(
-        load_rulesets(rules, {"biopsy": served.field_kinds()}, {"biopsy": served.score_kinds()})
+    rulesets = load_rulesets(
+        rules, {"biopsy": served.field_kinds()}, {"biopsy": served.score_kinds()}
     )
+    report = await run_backtest(BacktestRequest(db_url, since=AT - timedelta(hours=1)), rulesets)
+    [by_type] = report.by_type
+    urgent = int((frame["worst_area"] > 1000).sum())
+    assert by_type.transitions == {
+        ("imported", "urgent"): urgent,
+        ("imported", "routine"): len(frame) - urgent,
+    }
+
+    # Live samples through the real rules, offline core (no model trained yet).
+    engine_rules = RulesEngine(rulesets)
     try:
         live = frame.drop(columns=["malignant"]).iloc[:50].to_dict(orient="records")
         out = run_batch(
