@@ -116,7 +116,6 @@ def load_declarations(
             )
         )
         return declarations, problems
-    files: dict[str, str] = {}
     for path in sorted(directory.glob("*.yaml")):
         display = str(path)
         spec, found = read_declaration(path, display)
@@ -130,16 +129,6 @@ def load_declarations(
                     spec.line,
                     f"the file declares type '{spec.name}' but is named {path.name} — "
                     f"name it {spec.name}.yaml (one file per type, named after it)",
-                )
-            )
-            continue
-        if spec.name in files:
-            problems.append(
-                Problem(
-                    display,
-                    spec.line,
-                    f"type '{spec.name}' is already declared in {files[spec.name]} — "
-                    "one file per type: rename or remove one",
                 )
             )
             continue
@@ -158,7 +147,6 @@ def load_declarations(
                     )
                 )
                 continue
-        files[spec.name] = display
         declarations.types[spec.name] = DeclaredType(spec, model)
     return declarations, problems
 

@@ -8,7 +8,7 @@ rather than stopping at the first. The format is documented in docs/events.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,7 +31,15 @@ from app.declarations.spec import (
     Problem,
     TypeSpec,
 )
-from app.declarations.yamlsrc import LineLoader, LineMap, describe, did_you_mean, key_line
+from app.declarations.yamlsrc import (
+    LineLoader,
+    LineMap,
+    describe,
+    did_you_mean,
+    key_line,
+    line_of,
+    plain,
+)
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -182,11 +190,11 @@ class _Reader:
             description=description,
             attributes=attributes,
             labels=labels,
-            example=_plain(example) if example is not None else None,
+            example=plain(example) if example is not None else None,
             example_line=key_line(data, "example") if example is not None else None,
         )
         models = self.models(data.get("models"), key_line(data, "models"), spec)
-        return TypeSpec(**{**spec.__dict__, "models": models})
+        return replace(spec, models=models)
 
     def text(self, data: LineMap, key: str) -> str | None:
         value = data.get(key)
@@ -584,7 +592,10 @@ class _Reader:
                 f"model '{name}' predicts the number label '{label.name}': only boolean and "
                 "enum labels can be predicted yet — declare the label as boolean or enum",
             )
-        check: Callable[[Any], bool] = lambda v: isinstance(v, str) and v in label.values  # noqa: E731
+
+        def check(value: Any) -> bool:
+            return isinstance(value, str) and value in label.values
+
         if positive is not None:
             values = positive if isinstance(positive, list) else [positive]
             wrong = [v for v in values if not check(v)]
@@ -636,7 +647,7 @@ class _Reader:
         for item in value:
             if not isinstance(item, dict) or len(item) != 1:
                 self.problem(
-                    line_of_item(item, line),
+                    line_of(item, line),
                     f"model '{name}': each derived feature is one 'function: field' pair, "
                     f"e.g. {{log: amount}} (functions: {', '.join(DERIVED_FEATURES)})",
                 )
@@ -644,7 +655,7 @@ class _Reader:
             function, field_name = next(iter(item.items()))
             if function not in DERIVED_FEATURES:
                 self.problem(
-                    line_of_item(item, line),
+                    line_of(item, line),
                     f"model '{name}': unknown derived feature '{function}'"
                     f"{did_you_mean(str(function), tuple(DERIVED_FEATURES))} — use one of "
                     f"{', '.join(DERIVED_FEATURES)}",
@@ -654,7 +665,7 @@ class _Reader:
             if target is None or target.type not in DERIVED_FEATURES[function]:
                 wanted = " or ".join(DERIVED_FEATURES[function])
                 self.problem(
-                    line_of_item(item, line),
+                    line_of(item, line),
                     f"model '{name}': {function} needs a {wanted} field of '{spec.name}', "
                     f"not {describe(field_name)}",
                 )
@@ -695,15 +706,6 @@ class _Reader:
         return found
 
 
-def _plain(value: Any) -> Any:
-    """``LineMap``s as plain dicts, recursively."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _shorthand(body: Any, line: int) -> Any:
     """``amount: number`` is short for ``amount: {type: number}``."""
     if not isinstance(body, str):
@@ -711,10 +713,6 @@ def _shorthand(body: Any, line: int) -> Any:
     data = LineMap({"type": body})
     data.line, data.key_lines, data.duplicate_keys = line, {}, []
     return data
-
-
-def line_of_item(item: Any, fallback: int) -> int:
-    return item.line if isinstance(item, LineMap) else fallback
 
 
 def read_declaration(

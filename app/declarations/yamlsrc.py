@@ -8,6 +8,7 @@ checker message uses (``describe``, ``did_you_mean``).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -50,6 +51,15 @@ def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> LineMap:
 
 
 LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+
+
+def plain(value: Any) -> Any:
+    """YAML's ``LineMap`` as a plain dict, recursively (pydantic and JSON want plain)."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
 
 
 def line_of(value: Any, fallback: int) -> int:

@@ -22,8 +22,9 @@ from app.declarations.yamlsrc import (
     did_you_mean,
     key_line,
     line_of,
+    plain,
 )
-from app.rules.authoring.cases import Expectation, RuleTest, plain
+from app.rules.authoring.cases import Expectation, RuleTest
 from app.rules.language.spec import RuleProblem, SourceRef
 from schemas import EVENT_MODELS
 

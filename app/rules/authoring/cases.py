@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.declarations.yamlsrc import plain
 from app.rules.language.spec import RuleProblem, SourceRef
 from app.rules.runtime.result import RuleResult
 
@@ -76,15 +77,6 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
         else:
             out[key] = copy.deepcopy(plain(value))
     return out
-
-
-def plain(value: Any) -> Any:
-    """YAML's ``LineMap`` as a plain dict, recursively (pydantic and JSON want plain)."""
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
