@@ -70,6 +70,8 @@ _COUNTRY_CODES = """
 COUNTRIES: frozenset[str] = frozenset(_COUNTRY_CODES.split())
 
 MAX_ATTRIBUTES = 50
+# An event type's name (and a declared model's or label's): it names topics and routes.
+TYPE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 MAX_ATTRIBUTE_CHARS = 256
 
 

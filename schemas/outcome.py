@@ -10,11 +10,11 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from schemas.common import Contract, EventId, PartyId, Timestamp
+from schemas.common import TYPE_NAME_PATTERN, Contract, EventId, PartyId, Timestamp
 
 # Any declared event type (schemas/*.yaml): lower case, digits and underscores. Whether
 # the type is served is checked where the outcome arrives (its topic or route).
-EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+EventType = Annotated[str, StringConstraints(pattern=TYPE_NAME_PATTERN)]
 
 
 class Outcome(Contract):

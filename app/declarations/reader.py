@@ -40,8 +40,9 @@ from app.declarations.yamlsrc import (
     line_of,
     plain,
 )
+from schemas.common import TYPE_NAME_PATTERN
 
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+NAME = re.compile(TYPE_NAME_PATTERN)
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TOP_KEYS = (
     "type",

@@ -141,14 +141,16 @@ class Settings(BaseSettings):
             )
         if not value:
             raise ValueError("no event types: name at least one, or declare one in schemas/")
-        folder = info.data["schemas"].dir if "schemas" in info.data else None
-        declared = _declared_types({"schemas": info.data["schemas"]}) if folder else ()
-        unknown = [t for t in value if folder is not None and t not in declared]
+        schemas = info.data.get("schemas")  # absent only when it failed validation
+        if schemas is None:
+            return value
+        declared = _declared_types({"schemas": schemas})
+        unknown = [t for t in value if t not in declared]
         if unknown:
             raise ValueError(
                 f"unknown event type(s) {', '.join(unknown)}; declared types are "
-                f"{', '.join(declared)} (in {folder}): declare each in "
-                f"{folder}/<type>.yaml (docs/events.md), or leave it out"
+                f"{', '.join(declared)} (in {schemas.dir}): declare each in "
+                f"{schemas.dir}/<type>.yaml (docs/events.md), or leave it out"
             )
         return value
 
