@@ -21,7 +21,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from app.declarations import EventTypes, Limits, served_types
+from app.declarations import EventTypes, served_by
 from app.errors import ConfigError
 from app.inference.scoring import Scorer
 from app.outbox.config import Endpoints, check_rule_webhooks, load_endpoints
@@ -54,8 +54,7 @@ def all_topics(settings: Settings) -> list[str]:
 def event_types(settings: Settings) -> EventTypes:
     """The event types this process serves, from their declarations (``ConfigError``
     naming every problem when one is broken or missing)."""
-    limits = Limits(settings.schemas.max_attributes, settings.schemas.max_attribute_chars)
-    return served_types(settings.schemas.dir, settings.event_types, limits)
+    return served_by(settings)
 
 
 def rule_vocabulary(
@@ -149,7 +148,10 @@ async def start_components(
         ledger = Ledger(engine)
         outcome_store = OutcomeStore(engine)
         replayed = await replay_history(
-            ledger, scorer, lookback=timedelta(hours=settings.models.history_replay_h)
+            ledger,
+            scorer,
+            lookback=timedelta(hours=settings.models.history_replay_h),
+            event_models=types.models,
         )
         if replayed:
             say(f"customer feature history replayed from {replayed:,} decided events")

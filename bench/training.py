@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.declarations import DeclaredModel, load_declarations, model_catalog
 from app.inference import tabular
 from app.inference.tabular_fast import one_openmp_thread
 from app.simulator.generate import labelled_events
@@ -55,6 +56,14 @@ from app.trainer.jobs.run import Limits, Record, TrainJob
 from bench.benchlib import REPO, append_results, git_commit
 
 MODEL = "transaction.fraud"
+
+
+def shipped_model(name: str) -> DeclaredModel:
+    """A model as schemas/*.yaml declares it."""
+    declarations, problems = load_declarations(REPO / "schemas")
+    if problems:
+        raise SystemExit("\n".join(str(p) for p in problems))
+    return model_catalog(d.spec for d in declarations.values())[name]
 QUICK_SIZE = 3_000
 # Phase -> the progress message that starts it (``app.trainer.jobs.job_tabular.run_tabular``).
 PHASES = (
@@ -129,6 +138,7 @@ def trainer_part(n: int, args: argparse.Namespace) -> dict[str, Any]:
             champions={MODEL: None},
             models_dir=Path(tmp) / "models",
             reports_dir=Path(tmp) / "reports",
+            declared={MODEL: shipped_model(MODEL)},
             limits=limits,
         )
         started = time.perf_counter()

@@ -520,22 +520,17 @@ def test_a_declared_type_gives_feature_rows_from_its_fields_and_asked_for_deriva
 
 
 def test_a_declared_model_learns_its_target_from_the_declared_label(shipped) -> None:
-    from app.trainer.jobs.dataset import declared_target
+    from app.declarations import model_catalog
+    from app.trainer.jobs.dataset import target
 
-    order = shipped["order"].spec
-    [risk] = order.models
-    status = order.label("status")
-    assert status is not None
-    assert declared_target(risk, status, {"status": "Chargeback"}) is True
-    assert declared_target(risk, status, {"status": "fulfilled"}) is False
-    assert declared_target(risk, status, {"status": "lost"}) is None
-    assert declared_target(risk, status, {}) is None
-    ticket = shipped["ticket"].spec
-    urgency = next(m for m in ticket.models if m.name == "urgency")
-    urgency_label = ticket.label("urgency")
-    assert urgency_label is not None
-    assert declared_target(urgency, urgency_label, {"urgency": " HIGH"}) == "high"
-    fraud = shipped["transaction"].spec
-    fraud_label = fraud.label("fraud")
-    assert fraud_label is not None
-    assert declared_target(fraud.models[0], fraud_label, {"fraud": "true"}) is True
+    catalog = model_catalog(d.spec for d in shipped.values())
+    risk = catalog["order.risk"]
+    assert target(risk, {"status": "Chargeback"}) is True
+    assert target(risk, {"status": "fulfilled"}) is False
+    assert target(risk, {"status": "lost"}) is None
+    assert target(risk, {}) is None
+    assert target(risk, {"problem": True}) is True  # its fallback label
+    assert target(catalog["ticket.urgency"], {"urgency": " HIGH"}) == "high"
+    assert target(catalog["transaction.fraud"], {"fraud": "true"}) is True
+
+

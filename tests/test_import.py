@@ -32,6 +32,7 @@ from app.values import DecisionRecord
 from schemas import EVENT_MODELS
 from tests.conftest import PG_ADMIN_URL
 from tests.harness import arbiter
+from tests.trainer_data import CATALOG
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -126,7 +127,7 @@ async def test_labelled_transactions_from_a_file_are_imported_and_the_trainer_re
     for x, payload in zip(labelled, payloads, strict=True):
         assert x.payload == model.model_validate(payload).model_dump(mode="json")
         assert x.occurred_at == datetime.fromisoformat(payload["occurred_at"])
-    examples, cleaning = build_examples("transaction.fraud", labelled)  # the trainer's
+    examples, cleaning = build_examples(CATALOG["transaction.fraud"], labelled)  # the trainer's
     assert (cleaning.kept, cleaning.invalid_payload) == (300, 0)
     assert [e.target for e in examples] == [lab["fraud"] for lab in labels]
     rows = await stored(engine)

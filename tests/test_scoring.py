@@ -19,6 +19,7 @@ from app.inference.scoring import Scorer
 from app.simulator.generate import training_set
 from app.store.ledger import Ledger
 from app.values import ModelMeta
+from schemas import EVENT_MODELS
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +216,13 @@ async def test_replay_history_feeds_the_ledgers_recent_decided_events(
     ]
     await ledger.record(records, [])
     restarted = fresh(scorer)
-    assert await replay_history(ledger, restarted, lookback=timedelta(0)) == 0
-    fed = await replay_history(ledger, restarted, lookback=timedelta(days=3650))
+    assert (
+        await replay_history(ledger, restarted, lookback=timedelta(0), event_models=EVENT_MODELS)
+        == 0
+    )
+    fed = await replay_history(
+        ledger, restarted, lookback=timedelta(days=3650), event_models=EVENT_MODELS
+    )
     assert fed == 60  # transactions and orders; tickets keep no history
     txs = [e for e in events if e.event_type == "transaction"]
     assert restarted._state["transaction"]["history"].mean(txs[0].account_id) is not None

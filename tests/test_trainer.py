@@ -26,7 +26,7 @@ from app.store.training import TrainingStore
 from app.trainer.jobs.job import run_job
 from app.trainer.jobs.run import Limits, TrainJob
 from app.trainer.service import LEASE, Trainer
-from tests.trainer_data import FAST, records, scored_by, seed
+from tests.trainer_data import CATALOG, FAST, records, scored_by, seed
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -42,6 +42,7 @@ def _job(tmp_path: Path, recs: tuple, champion=None, limits: Limits = FAST, run_
         champions={NAME: champion},
         models_dir=tmp_path / "models",
         reports_dir=tmp_path / "reports",
+        declared={NAME: CATALOG[NAME]},
         limits=limits,
     )
 
@@ -295,6 +296,7 @@ def test_the_ticket_heads_retrain_together_from_agent_confirmed_labels(
         champions=dict(champions),
         models_dir=models,
         reports_dir=tmp_path / "reports",
+        declared={n: CATALOG[n] for n in heads},
         limits=FAST,
     )
     results = {r.model: r for r in run_job(job)}
@@ -324,7 +326,7 @@ async def test_a_champion_losing_its_edge_on_recent_outcomes_triggers_a_drift_re
     events, labels = labelled_events("transaction", 1200, seed=97, drift_at=0)
     scores = scored_by(settings.resolved_models_dir, NAME, events)
     await seed(Ledger(engine), OutcomeStore(engine), events, labels, model=NAME, scores=scores)
-    status = await measure(engine, registry, NAME, DriftLimits())
+    status = await measure(engine, registry, NAME, DriftLimits(), CATALOG[NAME])
     assert status.recent_auc is not None
     assert status.holdout_auc is not None
     assert status.recent_auc <= status.holdout_auc - 0.15, status
@@ -348,7 +350,7 @@ async def test_a_shifted_feature_shows_as_a_psi_alert_on_that_feature(
     shifted = [e.model_copy(update={"channel": "atm"}) for e in events]
     scores = scored_by(settings.resolved_models_dir, NAME, shifted)
     await seed(Ledger(engine), OutcomeStore(engine), shifted, labels, model=NAME, scores=scores)
-    status = await measure(engine, registry, NAME, DriftLimits())
+    status = await measure(engine, registry, NAME, DriftLimits(), CATALOG[NAME])
     assert status.report is not None
     assert status.psi["channel"] >= PSI_ALERT, status.psi
     assert status.report.worst is not None

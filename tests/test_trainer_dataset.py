@@ -18,7 +18,6 @@ from app.simulator.generate import training_set
 from app.store.outcomes import LabelledDecision
 from app.trainer.jobs import fit_tabular
 from app.trainer.jobs.dataset import (
-    POSITIVE_STATUSES,
     Cleaning,
     Example,
     NotEnoughData,
@@ -27,7 +26,9 @@ from app.trainer.jobs.dataset import (
     target,
     time_split,
 )
+from app.trainer.jobs.run import models_of, target_of
 from schemas import EventBase
+from tests.trainer_data import CATALOG
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -79,7 +80,7 @@ def test_fraud_target_accepts_bools_zero_one_and_true_false_text(
     labels: dict[str, Any], expected: bool | None
 ) -> None:
     """transaction.fraud reads labels["fraud"] as a yes/no; anything else is unusable."""
-    assert target("transaction.fraud", labels) is expected
+    assert target(CATALOG["transaction.fraud"], labels) is expected
 
 
 @pytest.mark.parametrize(
@@ -102,28 +103,38 @@ def test_fraud_target_accepts_bools_zero_one_and_true_false_text(
 def test_order_target_is_a_bad_status_or_else_the_problem_flag(
     labels: dict[str, Any], expected: bool | None
 ) -> None:
-    """order.risk: a known status decides (cancelled/returned/chargeback = positive); an
-    unknown one is unusable; without a status, labels["problem"]."""
-    assert {"cancelled", "returned", "chargeback"} == POSITIVE_STATUSES
-    assert target("order.risk", labels) is expected
+    """order.risk: a known status decides (cancelled/returned/chargeback = positive, as
+    schemas/order.yaml declares); an unknown one is unusable; without a status, its
+    fallback label "problem"."""
+    assert CATALOG["order.risk"].spec.positive == ("chargeback", "returned", "cancelled")
+    assert target(CATALOG["order.risk"], labels) is expected
 
 
-def test_ticket_targets_are_the_non_empty_string_under_their_key() -> None:
-    """ticket.<head> reads the string under <head>; empty, blank or non-string is unusable."""
-    labels = {"category": "billing", "urgency": " high ", "sentiment": ""}
-    assert target("ticket.category", labels) == "billing"
-    assert target("ticket.urgency", labels) == "high"
-    assert target("ticket.sentiment", labels) is None
-    assert target("ticket.sentiment", {"sentiment": True}) is None
-    assert target("ticket.category", {}) is None
+def test_ticket_targets_are_a_declared_class_spelt_as_declared() -> None:
+    """ticket.<head> reads its label: a declared value in any case and spacing counts,
+    spelt as declared; an undeclared value, a blank or a non-string is unusable."""
+    labels = {"category": "billing", "urgency": " HIGH ", "sentiment": ""}
+    assert target(CATALOG["ticket.category"], labels) == "billing"
+    assert target(CATALOG["ticket.urgency"], labels) == "high"
+    assert target(CATALOG["ticket.sentiment"], labels) is None
+    assert target(CATALOG["ticket.sentiment"], {"sentiment": True}) is None
+    assert target(CATALOG["ticket.category"], {"category": "gardening"}) is None
+    assert target(CATALOG["ticket.category"], {}) is None
 
 
-def test_unknown_model_name_is_refused_with_the_known_ones() -> None:
-    """A model the trainer does not know is a ValueError naming the ones it does."""
-    with pytest.raises(ValueError, match=r"ticket\.category"):
-        target("transaction.churn", {"fraud": True})
-    with pytest.raises(ValueError, match=r"order\.risk"):
-        build_examples("order.returns", [])
+def test_a_job_trains_a_tabular_model_alone_or_a_types_text_models_together() -> None:
+    """A tabular model is its own job; text models train with their type's others (the
+    type names the job); an unknown name is refused listing what can be trained."""
+    assert models_of("order.risk", CATALOG) == ("order.risk",)
+    assert models_of("ticket", CATALOG) == ("ticket.category", "ticket.urgency", "ticket.sentiment")
+    assert target_of("ticket.urgency", CATALOG) == "ticket"
+    assert target_of("transaction.fraud", CATALOG) == "transaction.fraud"
+    with pytest.raises(ValueError, match=r"train 'ticket'"):
+        models_of("ticket.urgency", CATALOG)
+    with pytest.raises(ValueError, match=r"order\.risk, ticket"):
+        models_of("order.returns", CATALOG)
+    with pytest.raises(ValueError, match=r"transaction\.fraud"):
+        target_of("transaction.churn", CATALOG)
 
 
 # --- build_examples -------------------------------------------------------------------
@@ -143,10 +154,10 @@ def test_build_examples_dedupes_validates_drops_sorts_and_counts() -> None:
         record(e, {"fraud": True}, payload={**e.model_dump(mode="json"), "amount": "lots"}),
         record(f, {"fraud": True}, event_type="order"),  # not a transaction
     ]
-    examples, cleaning = build_examples("transaction.fraud", records)
+    examples, cleaning = build_examples(CATALOG["transaction.fraud"], records)
     assert [x.event_id for x in examples] == [a.event_id, b.event_id, c.event_id]
     assert [x.target for x in examples] == [True, False, True]
-    assert examples[0].event == a
+    assert examples[0].event.model_dump() == a.model_dump()  # decoded by the declaration
     assert cleaning == Cleaning(
         received=7, duplicates=1, invalid_payload=2, unlabelled=1, kept=3, capped=0
     )
@@ -162,21 +173,23 @@ def test_build_examples_sorts_by_time_then_id_and_keeps_the_most_recent() -> Non
         record(ev, dict(lb), occurred_at=START + timedelta(minutes=(7 - i) // 2))
         for i, (ev, lb) in enumerate(zip(events, labels, strict=True))
     ]
-    examples, cleaning = build_examples("order.risk", records, max_rows=5)
+    examples, cleaning = build_examples(CATALOG["order.risk"], records, max_rows=5)
     keys = [(x.occurred_at, x.event_id) for x in examples]
     assert keys == sorted(keys)
-    everything, _ = build_examples("order.risk", records)
-    assert examples == everything[-5:]
+    everything, _ = build_examples(CATALOG["order.risk"], records)
+    assert [(x.event_id, x.target) for x in examples] == [
+        (x.event_id, x.target) for x in everything[-5:]
+    ]
     assert (cleaning.kept, cleaning.capped) == (5, 3)
     with pytest.raises(ValueError, match="max_rows"):
-        build_examples("order.risk", records, max_rows=0)
+        build_examples(CATALOG["order.risk"], records, max_rows=0)
 
 
 def test_ticket_examples_carry_string_targets() -> None:
     """Ticket heads get their label strings as targets from the same records."""
     events, labels = training_set("ticket", 5, seed=7)
     records = [record(ev, dict(lb)) for ev, lb in zip(events, labels, strict=True)]
-    examples, cleaning = build_examples("ticket.urgency", records)
+    examples, cleaning = build_examples(CATALOG["ticket.urgency"], records)
     assert [x.target for x in examples] == [lb["urgency"] for lb in labels]
     assert cleaning.kept == 5
 

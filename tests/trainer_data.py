@@ -7,11 +7,24 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from app.declarations import DeclaredModel, load_declarations, model_catalog
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.trainer.jobs.run import Limits, Record
 from app.values import DecisionRecord
 from schemas import EventBase, Outcome
+
+SHIPPED_SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+
+
+def shipped_catalog() -> dict[str, DeclaredModel]:
+    """The models the shipped declarations (schemas/*.yaml) declare, by name."""
+    declarations, problems = load_declarations(SHIPPED_SCHEMAS)
+    assert not problems, problems
+    return model_catalog(d.spec for d in declarations.values())
+
+
+CATALOG = shipped_catalog()
 
 # Small budgets keep each training run to seconds on 2 cores.
 FAST = Limits(budget_s=6.0, estimators=("logreg", "hgb"), folds=3)

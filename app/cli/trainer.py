@@ -23,7 +23,8 @@ def train(
     name: Annotated[
         str,
         typer.Argument(
-            help="A model (transaction.fraud, order.risk) or 'ticket' for the three heads."
+            help="A tabular model (transaction.fraud, loan.default_risk, ...) or an event type "
+            "for its text models together (ticket)."
         ),
     ],
     budget: Annotated[
@@ -32,13 +33,17 @@ def train(
 ) -> None:
     """Train NAME now from the logged outcomes; promote the result only if it is better."""
     settings = build_settings(trainer_budget_s=budget)
+    from app.declarations import served_by
+    from app.errors import ConfigError
     from app.store.migrate import open_migrated
-    from app.trainer.jobs.run import target_of
+    from app.trainer.jobs.run import models_of, target_of
     from app.trainer.service import Trainer
 
     try:
-        target = name if name == "ticket" else target_of(name)
-    except ValueError as exc:
+        catalog = served_by(settings).catalog()
+        target = target_of(name, catalog) if name in catalog else name
+        models_of(target, catalog)  # refuses an unknown name, listing the known ones
+    except (ValueError, ConfigError) as exc:
         fail(str(exc))
 
     async def go() -> list[Any]:

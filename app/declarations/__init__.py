@@ -19,19 +19,30 @@ from pydantic import ValidationError
 
 from app.declarations.build import DeclaredEvent, Limits, build_model
 from app.declarations.reader import read_declaration
-from app.declarations.spec import LabelSpec, ModelSpec, Problem, TypeSpec
+from app.declarations.spec import (
+    DeclaredModel,
+    LabelSpec,
+    ModelSpec,
+    Problem,
+    TypeSpec,
+    model_catalog,
+)
 from app.errors import ConfigError
+from app.settings import Settings
 from schemas.common import EventCore, FieldKind, model_field_kinds
 
 __all__ = [
     "Declarations",
     "DeclaredEvent",
+    "DeclaredModel",
     "DeclaredType",
     "EventTypes",
     "Limits",
     "Problem",
     "load_declarations",
+    "model_catalog",
     "score_kinds",
+    "served_by",
     "served_types",
 ]
 
@@ -173,6 +184,10 @@ class EventTypes:
         """Per served type, the labels its outcomes may carry."""
         return {t: self.spec(t).labels for t in self.names}
 
+    def catalog(self) -> dict[str, DeclaredModel]:
+        """Every model the served types declare, by name (``<type>.<model>``)."""
+        return model_catalog(self.spec(t) for t in self.names)
+
     def declared_models(self) -> dict[str, tuple[str, ...]]:
         """Per served type, the names of the models its declaration asks for."""
         return {t: tuple(m.name for m in self.spec(t).models) for t in self.names}
@@ -202,6 +217,13 @@ def served_types(directory: Path, names: Sequence[str], limits: Limits | None = 
         )
     models: dict[str, type[EventCore]] = {n: declarations[n].model for n in names}
     return EventTypes(declarations, tuple(names), models)
+
+
+def served_by(settings: Settings) -> EventTypes:
+    """The event types ``settings`` serve (``ARBITER_EVENT_TYPES`` from
+    ``ARBITER_SCHEMAS_DIR``, under its caps): ``served_types`` with them."""
+    limits = Limits(settings.schemas.max_attributes, settings.schemas.max_attribute_chars)
+    return served_types(settings.schemas.dir, settings.event_types, limits)
 
 
 def _broken(name: str, problems: Sequence[Problem]) -> bool:

@@ -85,7 +85,7 @@ FIELD_TYPE_KEYS: dict[str, tuple[str, ...]] = {
 }
 LABEL_KEYS = ("type", "values")
 MODEL_KEYS = ("name", "predicts", "kind", "features", "text")
-PREDICTS_KEYS = ("label", "positive", "classes")
+PREDICTS_KEYS = ("label", "positive", "classes", "fallback")
 FEATURES_KEYS = ("include", "exclude", "derived")
 ARRIVAL = "arrival"
 MAX_DEPTH = 4
@@ -542,6 +542,14 @@ class _Reader:
                 f"under 'labels:' (declared: {', '.join(declared) or 'none'})",
             )
         positive, classes = self.target(predicts, name, label)
+        fallback = self.fallback(predicts, name, label, spec)
+        if classes and kind == "tabular":
+            raise self.fail(
+                key_line(predicts, "classes") if "classes" in predicts else predicts.line,
+                f"model '{name}': a tabular model predicts yes or no — name the positive "
+                f"values ('positive: [...]') of label '{label.name}', or make it a text model "
+                "('kind: text') to predict one of several classes",
+            )
         features = data.get("features")
         include: tuple[str, ...] = ()
         exclude: tuple[str, ...] = ()
@@ -569,6 +577,7 @@ class _Reader:
             exclude=exclude,
             derived=derived,
             text=text,
+            fallback=fallback,
         )
 
     def target(
@@ -616,6 +625,30 @@ class _Reader:
                 f"(values: {', '.join(label.values)})",
             )
         return (), tuple(values)
+
+    def fallback(
+        self, predicts: LineMap, name: str, label: LabelSpec, spec: TypeSpec
+    ) -> str | None:
+        """``fallback: <boolean label>``: what an outcome without ``label`` says."""
+        value = predicts.get("fallback")
+        if value is None:
+            return None
+        line = key_line(predicts, "fallback")
+        found = spec.label(value) if isinstance(value, str) else None
+        if found is None or found.type != "boolean" or found.name == label.name:
+            booleans = [lab.name for lab in spec.labels if lab.type == "boolean"]
+            raise self.fail(
+                line,
+                f"model '{name}': fallback {describe(value)} must be another boolean label of "
+                f"'{spec.name}' (boolean labels: {', '.join(booleans) or 'none'})",
+            )
+        if label.type == "boolean" or "classes" in predicts:
+            raise self.fail(
+                line,
+                f"model '{name}': a fallback only serves a yes/no model of an enum label — "
+                "drop 'fallback'",
+            )
+        return found.name
 
     def field_list(self, data: LineMap, key: str, name: str, spec: TypeSpec) -> tuple[str, ...]:
         value = data.get(key)

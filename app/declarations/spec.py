@@ -7,6 +7,7 @@ Plain frozen dataclasses: nothing here reads files or knows pydantic.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -115,6 +116,7 @@ class ModelSpec:
     exclude: tuple[str, ...] = ()
     derived: tuple[Derived, ...] = ()
     text: tuple[str, ...] = ()  # text kind: the text fields it reads, in order
+    fallback: str | None = None  # a boolean label that says it when ``label`` is absent
 
     @property
     def multi_class(self) -> bool:
@@ -150,3 +152,42 @@ class TypeSpec:
     @property
     def text_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields if f.text)
+
+
+@dataclass(frozen=True)
+class DeclaredModel:
+    """One model of a declared type, as the trainer and the scorer know it: named
+    ``<type>.<model>``, writing the score ``scores.<model>``. Plain data: it travels to
+    the trainer's child process."""
+
+    event_type: str
+    spec: ModelSpec
+    declaration: TypeSpec
+
+    @property
+    def name(self) -> str:
+        return f"{self.event_type}.{self.spec.name}"
+
+    @property
+    def family(self) -> str:
+        return self.spec.kind
+
+    @property
+    def score(self) -> str:
+        return self.spec.name
+
+    @property
+    def label(self) -> LabelSpec:
+        found = self.declaration.label(self.spec.label)
+        if found is None:  # the reader refuses such a declaration
+            raise ValueError(f"{self.name} predicts the undeclared label {self.spec.label!r}")
+        return found
+
+
+def model_catalog(declarations: Iterable[TypeSpec]) -> dict[str, DeclaredModel]:
+    """Every declared model by name (``<type>.<model>``), in declaration order."""
+    return {
+        f"{spec.name}.{model.name}": DeclaredModel(spec.name, model, spec)
+        for spec in declarations
+        for model in spec.models
+    }

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from app.declarations.spec import Derived, FieldSpec, TypeSpec
+from app.declarations.spec import DeclaredModel, Derived, FieldSpec, TypeSpec
 from schemas import EventCore, Order, Ticket, Transaction
 
 FeatureValue = float | str | None
@@ -226,6 +226,28 @@ def declared_rows(spec: TypeSpec, events: Sequence[EventCore], history: History)
             row[d.name] = _derived(d, values.get(d.field), event.partition_key, history)
         rows.append(row)
     return rows
+
+
+def model_columns(
+    model: DeclaredModel, numeric: Sequence[str], categorical: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The columns of a type's feature rows that ``model`` learns from: its own derived
+    features (not another model's), and the fields its ``include`` list names (every
+    field, and the attributes, without one) less those its ``exclude`` list names."""
+    spec = model.spec
+    derived = {d.name for d in spec.derived}
+    derivable = {d.name for m in model.declaration.models for d in m.derived}
+
+    def wanted(column: str) -> bool:
+        if column in derivable:
+            return column in derived
+        attribute = column.startswith(ATTRIBUTE_PREFIX)
+        base = "attributes" if attribute else column.split(".", maxsplit=1)[0]
+        if spec.include and base not in spec.include:
+            return False
+        return base not in spec.exclude
+
+    return [c for c in numeric if wanted(c)], [c for c in categorical if wanted(c)]
 
 
 def _field_features(name: str, fspec: FieldSpec, value: object, row: Row) -> None:

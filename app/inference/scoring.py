@@ -39,9 +39,14 @@ class ScoredBatch:
 
 
 def warm_up(served: Served) -> None:
-    """Score one sample event (``samples.py``) so first-call costs (thread pools, lazy
-    loads, the text encoder) are paid before the model serves, not on a live batch. Uses
-    throwaway feature state, so no customer history is touched."""
+    """Score once before the model serves, so first-call costs (thread pools, lazy
+    loads, the text encoder) are not paid on a live batch: a tabular model its own
+    reference row (any declared type has one), a text model a sample event
+    (``samples.py``). Uses throwaway feature state, so no customer history is touched."""
+    own = getattr(served, "warm_up", None)
+    if callable(own):
+        own()
+        return
     event_type = event_type_of(served.meta.name)
     served.predict(BatchContext(event_type, sample_events(event_type), {}))
 

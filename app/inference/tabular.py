@@ -37,6 +37,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from app.declarations.spec import DeclaredModel
 from app.errors import ConfigError
 from app.inference import features
 from app.inference.base import TOP_CONTRIBUTIONS, BatchContext, Prediction
@@ -236,6 +237,10 @@ class ServedTabular:
                 "from the Pipeline's: retrain it"
             )
 
+    def warm_up(self) -> None:
+        """Score the reference row once, explanation included (``scoring.warm_up``)."""
+        self.predict_rows([self.reference])
+
     @property
     def compiled_trees(self) -> bool:
         """Whether small batches walk our compiled trees (False: scikit-learn's)."""
@@ -329,6 +334,14 @@ def load(folder: Path, meta: ModelMeta) -> ServedTabular:
     if not isinstance(pipeline, Pipeline):
         raise ConfigError(f"{path} holds a {type(pipeline).__name__}, not a Pipeline: retrain")
     return ServedTabular(meta, pipeline)
+
+
+def spec_of(model: DeclaredModel) -> TabularSpec:
+    """The spec of a declared tabular model (a shipped one's carries its simulator label)."""
+    for spec in SPECS:
+        if spec.name == model.name:
+            return spec
+    return TabularSpec(model.name, model.event_type, model.score, model.spec.label, 0)
 
 
 def spec_for(name: str) -> TabularSpec:

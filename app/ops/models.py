@@ -45,8 +45,11 @@ class ModelDetail:
 
 
 async def show_model(settings: Settings, name: str) -> ModelDetail:
+    from app.declarations import served_by
     from app.trainer.monitor import measure
     from app.trainer.service import drift_limits
+
+    declared = served_by(settings).catalog().get(name)
 
     async with open_migrated(settings.resolved_database_url) as engine:
         registry = ModelRegistry(engine)
@@ -56,7 +59,7 @@ async def show_model(settings: Settings, name: str) -> ModelDetail:
             raise ConfigError(f"no model called {name!r}; registered: {', '.join(known) or 'none'}")
         events = await registry.events(name)
         runs = await TrainingStore(engine).runs(name, limit=10)
-        drift = await measure(engine, registry, name, drift_limits(settings))
+        drift = await measure(engine, registry, name, drift_limits(settings), declared)
     return ModelDetail(versions, events, str(settings.resolved_models_dir / name), runs, drift)
 
 

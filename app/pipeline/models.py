@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from app.inference.loading import load_served
 from app.inference.scoring import Scorer, warm_up
 from app.store.ledger import Ledger
 from app.store.registry import InService, ModelRecord, ModelRegistry
-from schemas import EVENT_MODELS, EventCore
+from schemas import EventCore
 
 log = structlog.get_logger("arbiter.models")
 
@@ -150,7 +151,13 @@ class ModelWatcher:
         return served
 
 
-async def replay_history(ledger: Ledger, scorer: Scorer, *, lookback: timedelta) -> int:
+async def replay_history(
+    ledger: Ledger,
+    scorer: Scorer,
+    *,
+    lookback: timedelta,
+    event_models: Mapping[str, type[EventCore]],
+) -> int:
     """Feed the decided events of the last ``lookback`` (before the newest) to the scorer's
     feature history, oldest first, so features that look at a customer's earlier events
     mean after a restart what they meant before it. Returns how many were replayed."""
@@ -162,8 +169,8 @@ async def replay_history(ledger: Ledger, scorer: Scorer, *, lookback: timedelta)
     async for page in ledger.decided_events(newest - lookback):
         by_type: dict[str, list[EventCore]] = {}
         for stored in page:
-            if scorer.keeps_history(stored.event_type):
-                model = EVENT_MODELS[stored.event_type]
+            model = event_models.get(stored.event_type)
+            if model is not None and scorer.keeps_history(stored.event_type):
                 by_type.setdefault(stored.event_type, []).append(
                     model.model_validate(stored.payload)
                 )

@@ -49,9 +49,8 @@ def run(job: Any, threads: int) -> Any:
     import structlog
 
     from app.trainer.jobs.job import run_job
-    from app.trainer.jobs.run import TEXT_GROUP
 
-    if job.target == TEXT_GROUP:  # torch only where the encoder is needed
+    if job.text_group:  # torch only where the encoder is needed
         from app.inference.encoder import configure_threads
 
         configure_threads(threads)

@@ -22,14 +22,15 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import metrics
+from app.declarations.build import build_model
+from app.declarations.spec import DeclaredModel
 from app.inference import features
-from app.inference.catalog import MODELS
 from app.store.registry import ModelRegistry
 from app.store.training import recent_decisions
 from app.trainer.jobs import drift
-from app.trainer.jobs.dataset import target
+from app.trainer.jobs.dataset import STORED, target
 from app.trainer.jobs.evaluate import binary_metrics
-from schemas import EVENT_MODELS, EventBase
+from schemas import EventCore
 
 MIN_LABELLED_FOR_AUC = 100
 
@@ -59,17 +60,29 @@ class DriftStatus:
         return bool(self.reasons)
 
 
-def score_key(model: str) -> str:
-    return model.split(".", 1)[1]
-
-
 async def measure(
-    engine: AsyncEngine, registry: ModelRegistry, model: str, limits: DriftLimits
+    engine: AsyncEngine,
+    registry: ModelRegistry,
+    model: str,
+    limits: DriftLimits,
+    declared: DeclaredModel | None,
 ) -> DriftStatus:
-    """The drift of ``model``'s champion now (and the metrics updated to match)."""
+    """The drift of ``model``'s champion now (and the metrics updated to match).
+    ``declared`` is its declaration (None: its type is not served, nothing is measured)."""
     champion = await registry.champion(model)
     if champion is None:
         return DriftStatus(model, None, 0, 0, None, None, None, note="no champion")
+    if declared is None:
+        return DriftStatus(
+            model,
+            champion.version,
+            0,
+            0,
+            None,
+            None,
+            None,
+            note="its event type is not served here (ARBITER_EVENT_TYPES): not measured",
+        )
     event_type = model.split(".", 1)[0]
     tag = champion.meta.tag
     recent = [
@@ -82,17 +95,15 @@ async def measure(
         return DriftStatus(
             model, champion.version, 0, 0, None, None, holdout_auc, note="no recent decisions"
         )
-    key = score_key(model)
-    scores = [d.scores.get(key) for d in recent]
-    labels = [target(model, d.labels) if d.labels is not None else None for d in recent]
+    scores = [d.scores.get(declared.score) for d in recent]
+    labels = [target(declared, d.labels) if d.labels is not None else None for d in recent]
     reasons: list[str] = []
     raw = champion.meta.params.get("drift")
     report: drift.DriftReport | None = None
     note = ""
     if isinstance(raw, dict):
-        events: list[EventBase] = [
-            EVENT_MODELS[event_type].model_validate(d.payload) for d in recent
-        ]
+        decoder = build_model(declared.declaration, STORED)
+        events: list[EventCore] = [decoder.model_validate(d.payload) for d in recent]
         report = _population(model, drift.DriftReference.from_json(raw), events, scores, labels)
         worst = report.worst
         if worst is not None and worst[1] >= limits.psi_threshold:
@@ -101,7 +112,7 @@ async def measure(
             )
     else:
         note = f"{tag} has no drift reference (trained before drift tracking): PSI not measured"
-    found = _recent_auc(model, scores, labels) if MODELS[model] == "tabular" else None
+    found = _recent_auc(model, scores, labels) if declared.family == "tabular" else None
     recent_auc = found[0] if found else None
     if found is not None and holdout_auc is not None:
         metrics.DRIFT_AUC.labels(model=model, window="holdout").set(holdout_auc)
@@ -129,7 +140,7 @@ async def measure(
 def _population(
     model: str,
     reference: drift.DriftReference,
-    events: list[EventBase],
+    events: list[EventCore],
     scores: list[object],
     labels: list[bool | str | None],
 ) -> drift.DriftReport:

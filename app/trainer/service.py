@@ -39,7 +39,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import metrics
-from app.inference.catalog import MODELS
+from app.declarations import served_by
+from app.declarations.spec import DeclaredModel
 from app.settings import Settings
 from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
@@ -108,6 +109,8 @@ class Trainer:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.limits = limits_from(settings)
         self.lease_ttl = timedelta(seconds=settings.trainer.lease_s)
+        # Every model the served types declare (checked like at start-up).
+        self.catalog: dict[str, DeclaredModel] = served_by(settings).catalog()
         self._lost: asyncio.Event | None = None  # set while the lease is held and renewed
         self._standing_by: str | None = None  # the other holder reported last
 
@@ -117,10 +120,10 @@ class Trainer:
         """Targets with a reason to train now: target -> trigger."""
         s = self.settings
         found: dict[str, str] = {}
-        for name in MODELS:
-            event_type = name.split(".", 1)[0]
-            target = target_of(name)
-            if event_type not in s.event_types or target in found:
+        for name, declared in self.catalog.items():
+            event_type = declared.event_type
+            target = target_of(name, self.catalog)
+            if target in found:
                 continue
             last = await self._last_counted(name)
             seen = last.outcomes_seen if last else 0
@@ -134,7 +137,9 @@ class Trainer:
                     found[target] = "schedule"
                     continue
             if new >= s.drift.min_new:
-                status = await monitor.measure(self.engine, self.registry, name, drift_limits(s))
+                status = await monitor.measure(
+                    self.engine, self.registry, name, drift_limits(s), declared
+                )
                 if status.drifting:
                     log.info("drift", model=name, reasons=list(status.reasons))
                     found[target] = "drift"
@@ -238,11 +243,12 @@ class Trainer:
         in_process: bool = False,
         on_progress: Progress | None = None,
     ) -> list[RunOutcome]:
-        """Train ``target`` (a tabular model name or "ticket") now and record the result.
+        """Train ``target`` (a tabular model's name, or an event type for its text models)
+        now and record the result.
 
         The caller holds the lease (``tick``) or is the operator (``arbiter train``,
         which takes it here)."""
-        names = models_of(target)
+        names = models_of(target, self.catalog)
         say = on_progress or (lambda msg: log.info("training", target=target, step=msg))
         if self._lost is not None:  # inside tick: the lease is held and renewed already
             return await self._train(target, names, trigger, self._lost, in_process, say)
@@ -269,7 +275,7 @@ class Trainer:
                 say(f"{name}: closed {abandoned} run(s) left unfinished by a stopped process")
         watermark = await self.store.outcome_watermark()
         run_ids = {n: await self.store.open_run(n, trigger, self.holder, watermark) for n in names}
-        event_type = names[0].split(".", 1)[0]
+        event_type = self.catalog[names[0]].event_type
         say(f"reading labelled decisions of {event_type} from the ledger")
         labelled = await self.outcomes.labelled(event_type)
         champions: dict[str, ModelMeta | None] = {}
@@ -287,6 +293,7 @@ class Trainer:
             champions=champions,
             models_dir=self.settings.resolved_models_dir,
             reports_dir=self.settings.reports_dir,
+            declared={n: self.catalog[n] for n in names},
             limits=self.limits,
         )
         work = asyncio.create_task(self._execute(job, in_process=in_process, say=say))

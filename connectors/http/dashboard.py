@@ -163,7 +163,9 @@ async def _models(request: Request, state: ApiState) -> list[dict[str, Any]]:
             s = state.settings
             limits = DriftLimits(s.drift.window, s.drift.psi_threshold, s.drift.auc_drop)
             c = state.components
-            models = await data.models_in_service(c.ledger.engine, c.registry, limits)
+            models = await data.models_in_service(
+                c.ledger.engine, c.registry, limits, c.types.catalog()
+            )
             ttl = data.models_ttl(models, s.drift.window, MODELS_TTL_S, MODELS_WARMUP_TTL_S)
             cache.models = data.Timed(models, time.monotonic(), ttl)
         return cache.models.value

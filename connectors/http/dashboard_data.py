@@ -21,6 +21,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.declarations.spec import DeclaredModel
 from app.rules.language.spec import RuleSet
 from app.store.ledger import percentiles
 from app.store.outbox import Delivery
@@ -352,14 +353,17 @@ def charts(
 
 
 async def models_in_service(
-    engine: AsyncEngine, registry: ModelRegistry, limits: DriftLimits
+    engine: AsyncEngine,
+    registry: ModelRegistry,
+    limits: DriftLimits,
+    catalog: Mapping[str, DeclaredModel],
 ) -> list[dict[str, Any]]:
     """Each model's champion and shadows, its headline metrics and drift now."""
     out: list[dict[str, Any]] = []
     for name, serving in (await registry.in_service()).items():
         champion = await registry.champion(name) if serving.champion is not None else None
         try:
-            status = await measure(engine, registry, name, limits)
+            status = await measure(engine, registry, name, limits, catalog.get(name))
         except Exception as exc:  # one model's drift must not blank the page
             status = DriftStatus(
                 name,

@@ -6,13 +6,9 @@ Where it sits: the store joins each decision with its latest outcome
 (``time_split``: the challenger is judged on the future it did not see) and weighted
 (``sample_weights``: rare class up, old examples down). Pure: no database, no broker.
 
-What counts as the truth for each model (``target``):
-
-- ``transaction.fraud``: ``labels["fraud"]`` (``true``/``false``, ``1``/``0``);
-- ``order.risk``: positive when ``labels["status"]`` is cancelled, returned or a
-  chargeback, negative when fulfilled; without a status, ``labels["problem"]``;
-- ``ticket.category`` / ``ticket.urgency`` / ``ticket.sentiment``: the string under that
-  key.
+What a model learns from an outcome (``target``) is what its declaration says
+(``predicts:`` in ``schemas/<type>.yaml``): a yes/no model whether the label is one of
+its positive values (a boolean label: whether it is true), a multi-class model the class.
 """
 
 from __future__ import annotations
@@ -27,32 +23,16 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from app.declarations.spec import LabelSpec, ModelSpec
+from app.declarations.build import Limits, build_model
+from app.declarations.spec import DeclaredModel
 from app.errors import ArbiterError
-from schemas import EVENT_MODELS, EventBase
+from schemas import EventCore
 
 Target = bool | str
 
-POSITIVE_STATUSES = frozenset({"cancelled", "returned", "chargeback"})
-KNOWN_STATUSES = POSITIVE_STATUSES | {"fulfilled"}
-TICKET_HEADS = ("category", "urgency", "sentiment")
-
-# The event type each model learns from.
-MODEL_EVENT_TYPES: dict[str, str] = {
-    "transaction.fraud": "transaction",
-    "order.risk": "order",
-    **{f"ticket.{head}": "ticket" for head in TICKET_HEADS},
-}
-
-
-def event_type_of(model_name: str) -> str:
-    """The event type ``model_name`` learns from; an unknown name is refused."""
-    try:
-        return MODEL_EVENT_TYPES[model_name]
-    except KeyError:
-        raise ValueError(
-            f"no trainable model {model_name!r}: use one of {', '.join(MODEL_EVENT_TYPES)}"
-        ) from None
+# Payloads in the ledger passed the service's own caps when they were decided or
+# imported; re-validating them for training must not refuse them under smaller ones.
+STORED = Limits(max_attributes=1_000_000, max_attribute_chars=1_000_000_000)
 
 
 def _flag(value: Any) -> bool | None:
@@ -66,47 +46,28 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
-def target(model_name: str, labels: Mapping[str, Any]) -> bool | str | None:
-    """What ``model_name`` learns from an outcome's ``labels``; None when they do not say.
+def target(model: DeclaredModel, labels: Mapping[str, Any]) -> bool | str | None:
+    """What ``model`` learns from an outcome's ``labels``; None when they do not say.
 
-    A known order status wins over ``problem``; an unknown status is unusable (None)
-    rather than guessed.
+    A yes/no model: whether the label is one of ``predicts.positive`` (a boolean label:
+    whether it is true; without the label, its ``fallback`` boolean label says it); a
+    multi-class model: the class, spelt as declared. A value the label does not have is
+    unusable (None) rather than guessed.
     """
-    event_type_of(model_name)  # refuses an unknown name
-    if model_name == "transaction.fraud":
-        return _flag(labels.get("fraud"))
-    if model_name == "order.risk":
-        status = labels.get("status")
-        if status is None:
-            return _flag(labels.get("problem"))
-        if isinstance(status, str) and status.strip().lower() in KNOWN_STATUSES:
-            return status.strip().lower() in POSITIVE_STATUSES
-        return None
-    value = labels.get(model_name.removeprefix("ticket."))
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    return None
-
-
-def declared_target(
-    model: ModelSpec, label: LabelSpec, labels: Mapping[str, Any]
-) -> bool | str | None:
-    """What a declared model learns from an outcome's ``labels``; None when they do not
-    say. A yes/no model: whether the label is one of ``predicts.positive`` (a boolean
-    label: whether it is true); a multi-class model: the class, spelt as declared."""
-    value = labels.get(model.label)
+    spec, label = model.spec, model.label
+    value = labels.get(spec.label)
     if value is None:
-        return None
+        return _flag(labels.get(spec.fallback)) if spec.fallback else None
     if label.type == "boolean":
         return _flag(value)
     if not isinstance(value, str):
         return None
     spelt = {v.lower(): v for v in label.values}.get(value.strip().lower())
     if spelt is None:
-        return None  # not a value of the label: unusable rather than guessed
-    if model.multi_class:
-        return spelt if spelt in model.classes else None
-    return spelt in model.positive
+        return None
+    if spec.multi_class:
+        return spelt if spelt in spec.classes else None
+    return spelt in spec.positive
 
 
 class LabelledLike(Protocol):
@@ -133,7 +94,7 @@ class Example:
 
     event_id: str
     occurred_at: datetime
-    event: EventBase
+    event: EventCore
     target: bool | str
 
 
@@ -161,19 +122,24 @@ class Cleaning:
 
 
 def build_examples(
-    model_name: str, records: Sequence[LabelledLike], *, max_rows: int | None = None
+    model: DeclaredModel,
+    records: Sequence[LabelledLike],
+    *,
+    max_rows: int | None = None,
+    event_model: type[EventCore] | None = None,
 ) -> tuple[list[Example], Cleaning]:
     """``model_name``'s examples from labelled decisions, oldest first, and the counts.
 
     Per ``event_id`` the last record is kept; its payload is validated with the event
-    type's model (the decision logged it as ``model_dump(mode="json")``); records whose
+    type's model (compiled from ``model.declaration`` unless ``event_model`` is given; the
+    decision logged it as ``model_dump(mode="json")``); records whose
     labels give no target are dropped; at most the ``max_rows`` most recent usable ones
     are kept, and records older than those are not examined (counted as ``capped``).
     """
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be >= 1 or None, got {max_rows}")
-    event_type = event_type_of(model_name)
-    model = EVENT_MODELS[event_type]
+    event_type = model.event_type
+    decoder = event_model or build_model(model.declaration, STORED)
     latest: dict[str, LabelledLike] = {}
     for record in records:
         latest.pop(record.event_id, None)  # re-inserted: dict order = last appearance
@@ -191,11 +157,11 @@ def build_examples(
             invalid += 1
             continue
         try:
-            event = model.model_validate(record.payload)
+            event = decoder.model_validate(record.payload)
         except ValidationError:
             invalid += 1
             continue
-        wanted = target(model_name, record.labels)
+        wanted = target(model, record.labels)
         if wanted is None:
             unlabelled += 1
             continue

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 from app.trainer.jobs.job_tabular import run_tabular
 from app.trainer.jobs.job_text import run_text
-from app.trainer.jobs.run import TEXT_GROUP, ModelResult, Progress, TrainJob
+from app.trainer.jobs.run import ModelResult, Progress, TrainJob
 
 
 def run_job(job: TrainJob, on_progress: Progress | None = None) -> list[ModelResult]:
     say = on_progress or (lambda _msg: None)
-    if job.target == TEXT_GROUP:
+    if job.text_group:
         return run_text(job, say)
     return [run_tabular(job, job.target, say)]

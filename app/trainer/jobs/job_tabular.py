@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from app.inference import artifacts, tabular
+from app.inference import artifacts, features, tabular
 from app.inference.loading import load_served
 from app.trainer.jobs import drift, fit_tabular
 from app.trainer.jobs.conclude import conclude, windows
@@ -27,9 +27,10 @@ IMPORTANCES_SHOWN = 15
 
 def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
     limits, run_id = job.limits, job.run_ids[name]
-    spec = tabular.spec_for(name)
+    declared = job.declared[name]
+    spec = tabular.spec_of(declared)
     say(f"{name}: building the dataset from {len(job.records):,} labelled decisions")
-    examples, cleaning = build_examples(name, job.records, max_rows=limits.max_rows)
+    examples, cleaning = build_examples(declared, job.records, max_rows=limits.max_rows)
     try:
         split = time_split(
             examples,
@@ -53,7 +54,9 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
         y_train, [e.occurred_at for e in split.train], half_life_days=limits.half_life_days
     )
 
-    numeric, categorical = fit_tabular.discover_columns(train_rows)
+    numeric, categorical = features.model_columns(
+        declared, *fit_tabular.discover_columns(train_rows)
+    )
     say(f"{name}: feature selection over {len(numeric) + len(categorical)} input columns")
     selection = select_features(
         train_rows,

@@ -10,20 +10,18 @@ process, and nothing here imports a job module (``job.run_job`` dispatches to th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app.inference.catalog import MODELS
+from app.declarations.spec import DeclaredModel
 from app.trainer.jobs.dataset import Split
 from app.trainer.report.report import Confusion, Curves
 from app.values import ModelMeta
 
 Progress = Callable[[str], None]
-
-TEXT_GROUP = "ticket"  # the three ticket heads train together
 
 
 @dataclass(frozen=True)
@@ -58,18 +56,24 @@ class Record:
 
 @dataclass(frozen=True)
 class TrainJob:
-    target: str  # a tabular model name, or "ticket" for the three heads
+    target: str  # a tabular model name, or an event type: its text models together
     trigger: str
     run_ids: dict[str, int]  # model name -> its training_runs row
     records: tuple[Record, ...]
     champions: dict[str, ModelMeta | None]  # model name -> the champion's description
     models_dir: Path
     reports_dir: Path
+    declared: dict[str, DeclaredModel]  # model name -> its declaration
     limits: Limits = field(default_factory=Limits)
 
     @property
     def models(self) -> tuple[str, ...]:
         return tuple(self.run_ids)
+
+    @property
+    def text_group(self) -> bool:
+        """Whether this job trains an event type's text models (one encoder pass)."""
+        return is_text_group(self.target)
 
 
 @dataclass(frozen=True)
@@ -87,22 +91,38 @@ class ModelResult:
     report: str = ""
 
 
-def models_of(target: str) -> tuple[str, ...]:
-    """The model names one job trains."""
-    if target == TEXT_GROUP:
-        return tuple(n for n, family in MODELS.items() if family == "text")
-    if MODELS.get(target) == "tabular":
+def is_text_group(target: str) -> bool:
+    """A target without a dot is an event type: its text models train together."""
+    return "." not in target
+
+
+def models_of(target: str, catalog: Mapping[str, DeclaredModel]) -> tuple[str, ...]:
+    """The model names one job trains: a tabular model alone, or every text model of an
+    event type together (they share one encoder pass)."""
+    found = catalog.get(target)
+    if found is not None and found.family == "tabular":
         return (target,)
-    if MODELS.get(target) == "text":
-        raise ValueError(f"{target} trains with the other ticket heads: train {TEXT_GROUP!r}")
-    raise ValueError(f"unknown model {target!r}: use one of {', '.join(MODELS)} or 'ticket'")
+    if found is not None:
+        raise ValueError(
+            f"{target} trains with the other text models of {found.event_type}: train "
+            f"{found.event_type!r}"
+        )
+    heads = tuple(n for n, m in catalog.items() if m.event_type == target and m.family == "text")
+    if heads:
+        return heads
+    raise ValueError(f"unknown model {target!r}: use one of {', '.join(_targets(catalog))}")
 
 
-def target_of(model: str) -> str:
+def target_of(model: str, catalog: Mapping[str, DeclaredModel]) -> str:
     """The job that trains ``model``."""
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
-    return TEXT_GROUP if MODELS[model] == "text" else model
+    found = catalog.get(model)
+    if found is None:
+        raise ValueError(f"unknown model {model!r}: use one of {', '.join(_targets(catalog))}")
+    return found.event_type if found.family == "text" else model
+
+
+def _targets(catalog: Mapping[str, DeclaredModel]) -> list[str]:
+    return list(dict.fromkeys(target_of(n, catalog) for n in catalog)) if catalog else ["(none)"]
 
 
 @dataclass(frozen=True)
