@@ -1,5 +1,5 @@
-"""First champions at start-up: every model name in the catalog gets one before the
-service scores anything (``arbiter run``, the demo, the tests' services).
+"""First champions at start-up: every shipped model gets one before the service scores
+anything (``arbiter run``, the demo, the tests' services).
 
 ``ensure_champions``: a name the registry has never seen adopts the complete versions
 found in the models folder (a baked-in image, a shared volume, a test fixture); failing
@@ -12,6 +12,7 @@ registered (``app.pipeline.models.load_in_service``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from pathlib import Path
 
 import structlog
@@ -28,12 +29,20 @@ log = structlog.get_logger("arbiter.models")
 
 
 async def ensure_champions(
-    registry: ModelRegistry, models_dir: Path, *, on_progress: Progress | None = None
+    registry: ModelRegistry,
+    models_dir: Path,
+    *,
+    served: Collection[str] | None = None,
+    on_progress: Progress | None = None,
 ) -> None:
-    """Give every model in the catalog a champion: adopt from disk, else train v1."""
+    """Give every shipped model a champion (those of ``served`` only, when given: the
+    models a process's declarations name): adopt from disk, else train v1. A model of a
+    type Arbiter does not ship waits for its own outcomes (the trainer trains it)."""
     say = on_progress or (lambda msg: log.info("models", step=msg))
     missing: list[str] = []
     for name in MODELS:
+        if served is not None and name not in served:
+            continue
         if await registry.champion(name) is not None:
             continue
         if await registry.versions(name):
