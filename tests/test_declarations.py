@@ -532,5 +532,3 @@ def test_a_declared_model_learns_its_target_from_the_declared_label(shipped) -> 
     assert target(risk, {"problem": True}) is True  # its fallback label
     assert target(catalog["ticket.urgency"], {"urgency": " HIGH"}) == "high"
     assert target(catalog["transaction.fraud"], {"fraud": "true"}) is True
-
-
