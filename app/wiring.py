@@ -129,9 +129,7 @@ async def start_components(
         say("loading models")
         registry = ModelRegistry(engine)
         models_dir = settings.resolved_models_dir
-        await ensure_champions(
-            registry, models_dir, served=types.catalog().keys(), on_progress=say
-        )
+        await ensure_champions(registry, models_dir, types.catalog(), on_progress=say)
         scorer, _ = await load_in_service(registry, models_dir)
         await asyncio.get_running_loop().run_in_executor(None, scorer.warm_up)
 

@@ -45,10 +45,10 @@ _SOURCES = ("app", "connectors", "schemas")  # where files of ours live
 def _train(models_dir: Path) -> None:
     """Train version 1 of every catalog model into ``models_dir`` (the one place that
     names the function that does it)."""
-    from app.inference.catalog import MODELS
     from app.trainer.jobs.first import train_first
+    from tests.shipped import CATALOG
 
-    train_first(models_dir, list(MODELS), on_progress=lambda msg: print(msg, flush=True))
+    train_first(models_dir, list(CATALOG.values()), on_progress=lambda msg: print(msg, flush=True))
 
 
 def _sha256(path: Path) -> str:

@@ -26,6 +26,7 @@ from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
 from schemas import EventBase
 from tests.harness import header, produce, read_topics, wait_until
+from tests.shipped import CATALOG
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqlite]
 
@@ -96,7 +97,7 @@ async def _register_models(url: str, models: Path) -> None:
     this test is about batches failing, not start-up."""
     engine = create_engine(url)
     try:
-        await ensure_champions(ModelRegistry(engine), models)
+        await ensure_champions(ModelRegistry(engine), models, CATALOG)
     finally:
         await engine.dispose()
 

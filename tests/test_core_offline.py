@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from app.core.offline import InMemoryWindows, as_records, run_batch
-from app.inference.catalog import SCORE_TYPES
 from app.inference.loading import scorer_from_folder
 from app.inference.scoring import Scorer
 from app.rules.language.spec import RuleSet
@@ -19,6 +18,7 @@ from app.rules.runtime.engine import RulesEngine
 from app.simulator.generate import generate
 from app.values import InRecord
 from schemas import EVENT_MODELS, field_types
+from tests.shipped import SCORE_TYPES
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 

@@ -14,11 +14,11 @@ from pydantic import ValidationError
 
 from app.declarations import load_declarations
 from app.declarations.build import TEXT_MARK
-from app.inference.catalog import SCORE_TYPES
 from app.rules.loader import check_rules
 from app.simulator.generate import generate
 from schemas import EVENT_MODELS, field_types
 from tests.harness import arbiter
+from tests.shipped import SCORE_TYPES
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "schemas"
@@ -492,14 +492,16 @@ LOAN_FEATURES = LOAN.replace(
 def test_a_declared_type_gives_feature_rows_from_its_fields_and_asked_for_derivations(
     tmp_path: Path,
 ) -> None:
-    from app.inference.features import History, feature_rows
+    from app.declarations import model_catalog
+    from app.inference.features import History, model_rows
 
     declarations, problems = load_declarations(declare(tmp_path, LOAN_FEATURES))
     assert problems == []
     model = declarations["loan"].model
+    risk = model_catalog([declarations["loan"].spec])["loan.default_risk"]
     first = model.model_validate({**GOOD_LOAN, "tags": ["a", "b"], "note": "call back"})
     second = model.model_validate({**GOOD_LOAN, "application_id": "app-2", "balance": 2401.0})
-    rows = feature_rows("loan", [first, second], History())
+    rows = model_rows(risk, [first, second], History())
     assert rows[0] == {
         "balance": 1200.5,
         "income": 38000.0,
@@ -508,7 +510,7 @@ def test_a_declared_type_gives_feature_rows_from_its_fields_and_asked_for_deriva
         "dependants": None,
         "address.country": "DE",
         "address.postcode": "10115",
-        "tags.count": 2.0,
+        "count(tags)": 2.0,
         "log(income)": pytest.approx(10.5453, abs=1e-4),
         "hour_of_day(submitted_at)": 8.0,  # 09:30+01:00 is 08:30 UTC
         "vs_recent_mean(balance)": None,  # nothing earlier from this customer
@@ -517,6 +519,102 @@ def test_a_declared_type_gives_feature_rows_from_its_fields_and_asked_for_deriva
     # The id, the key, the time and free text are never features; history is per key.
     assert rows[1]["vs_recent_mean(balance)"] == pytest.approx(2401.0 / 1200.5)
     assert rows[1]["length(note)"] is None
+
+
+SHOP = """\
+type: shop_order
+key: customer_id
+time: placed_at
+fields:
+  event_id: string
+  customer_id: string
+  placed_at: datetime
+  country: {type: string, format: country}
+  ship_to: {type: string, format: country}
+  lines:
+    type: array
+    items:
+      type: object
+      fields:
+        sku: string
+        price: {type: number, min: 0}
+  courier: {type: object, fields: {name: string, tracking: string}}
+labels:
+  returned: boolean
+models:
+  - name: returns
+    predicts: {label: returned}
+    features:
+      include: [country, lines, courier.name]
+      derived: [{differs: [country, ship_to]}, {max: lines.price}, {sum: lines.price},
+                {is_night: placed_at}, {day_of_week: placed_at}]
+"""
+
+
+def test_a_model_reads_only_what_its_include_list_names_plus_its_derived_features(
+    tmp_path: Path,
+) -> None:
+    from app.declarations import model_catalog
+    from app.inference.features import History, candidate_columns, model_rows
+
+    declarations, problems = load_declarations(declare(tmp_path, SHOP, "shop_order.yaml"))
+    assert problems == []
+    returns = model_catalog([declarations["shop_order"].spec])["shop_order.returns"]
+    numeric, categorical = candidate_columns(returns)
+    assert categorical == ["country", "courier.name"]  # not ship_to, not courier.tracking
+    assert numeric == [
+        "count(lines)",
+        "differs(country,ship_to)",
+        "max(lines.price)",
+        "sum(lines.price)",
+        "is_night(placed_at)",
+        "day_of_week(placed_at)",
+    ]
+    event = declarations["shop_order"].model.model_validate(
+        {
+            "event_id": "o-1",
+            "customer_id": "c-1",
+            "placed_at": "2026-03-07T02:15:00Z",  # a Saturday night
+            "country": "DE",
+            "ship_to": "FR",
+            "lines": [{"sku": "a", "price": 10.0}, {"sku": "b", "price": 2.5}],
+            "courier": {"name": "DHL", "tracking": "x-1"},
+        }
+    )
+    (row,) = model_rows(returns, [event], History())
+    assert row == {
+        "country": "DE",
+        "courier.name": "DHL",
+        "count(lines)": 2.0,
+        "differs(country,ship_to)": 1.0,
+        "max(lines.price)": 10.0,
+        "sum(lines.price)": 12.5,
+        "is_night(placed_at)": 1.0,
+        "day_of_week(placed_at)": 5.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("derived", "message"),
+    [
+        ("{max: country}", "max needs a number or integer field inside an array of objects"),
+        ("{sum: lines}", "sum needs a number or integer field inside an array of objects"),
+        ("{log: lines.price}", "log needs a number or integer field outside arrays"),
+        ("{differs: country}", "differs compares two fields, e.g. {differs: [a, b]}"),
+        ("{differs: [country, shipto]}", "differs needs a string or enum"),
+    ],
+)
+def test_a_derived_feature_on_the_wrong_field_is_refused_with_the_fix(
+    tmp_path: Path, derived: str, message: str
+) -> None:
+    text = SHOP.replace(
+        "derived: [{differs: [country, ship_to]}, {max: lines.price}, {sum: lines.price},\n"
+        "                {is_night: placed_at}, {day_of_week: placed_at}]",
+        f"derived: [{derived}]",
+    )
+    _, problems = load_declarations(declare(tmp_path, text, "shop_order.yaml"))
+    assert len(problems) == 1, problems
+    assert message in str(problems[0])
 
 
 def test_a_declared_model_learns_its_target_from_the_declared_label(shipped) -> None:

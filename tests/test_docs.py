@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app.inference.catalog import SCORE_TYPES
 from app.rules.loader import check_rules
 from schemas import field_types
+from tests.shipped import SCORE_TYPES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "rules.md"
 BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S)

@@ -32,7 +32,7 @@ from app.values import DecisionRecord
 from schemas import EVENT_MODELS
 from tests.conftest import PG_ADMIN_URL
 from tests.harness import arbiter
-from tests.trainer_data import CATALOG
+from tests.shipped import CATALOG
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

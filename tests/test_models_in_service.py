@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.inference import artifacts, tabular
+from app.inference import artifacts
 from app.settings import Settings
 from app.simulator.generate import generate, training_set
 from app.store.ledger import Ledger
@@ -25,6 +25,7 @@ from app.values import StoredDecision
 from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
 from tests.harness import arbiter, produce, wait_decided, wait_until
+from tests.shipped import CATALOG
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqlite, pytest.mark.timeout(300)]
 
@@ -66,7 +67,7 @@ def _versions(decisions: Sequence[StoredDecision]) -> set[str]:
 
 def _challenger(models_dir: Path) -> artifacts.ModelMeta:
     """A genuinely different second version: logistic regression on other simulator data."""
-    spec = next(s for s in tabular.SPECS if s.name == NAME)
+    spec = CATALOG[NAME]
     events, labels = training_set("transaction", 4000, seed=5)
     fitted = fit_tabular.fit(spec, events, [bool(lb["fraud"]) for lb in labels], estimator="logreg")
     return artifacts.write_version(
@@ -201,9 +202,10 @@ def test_cli_models_list_and_show_print_the_registry(trained_models: Path, tmp_p
         "from app.trainer.bootstrap import ensure_champions\n"
         "from app.store.db import create_engine\n"
         "from app.store.registry import ModelRegistry\n"
+        "from tests.shipped import CATALOG\n"
         "async def main():\n"
         f"    e = create_engine({db!r})\n"
-        f"    await ensure_champions(ModelRegistry(e), Path({str(trained_models)!r}))\n"
+        f"    await ensure_champions(ModelRegistry(e), Path({str(trained_models)!r}), CATALOG)\n"
         "    await e.dispose()\n"
         "asyncio.run(main())\n"
     )

@@ -18,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ConfigError
 from app.inference import artifacts
-from app.inference.catalog import MODELS
 from app.inference.loading import load_served
 from app.pipeline.models import load_in_service
 from app.store.registry import ModelRegistry, VersionExists
 from app.store.tables import model_versions
 from app.trainer.bootstrap import ensure_champions
 from app.values import ModelMeta
+from tests.shipped import CATALOG, MODELS
 
 
 @dataclass
@@ -278,12 +278,12 @@ async def test_start_up_adopts_the_versions_on_disk_as_champions(
     """A fresh registry beside a models folder registers what is there, trains nothing,
     and a second start-up changes nothing."""
     progress: list[str] = []
-    await ensure_champions(registry, trained_models, on_progress=progress.append)
+    await ensure_champions(registry, trained_models, CATALOG, on_progress=progress.append)
     assert not any("training" in p for p in progress), progress
     plan = await registry.in_service()
     assert {n: p.champion for n, p in plan.items()} == dict.fromkeys(MODELS, 1)
     before = await registry.versions()
-    await ensure_champions(registry, trained_models)
+    await ensure_champions(registry, trained_models, CATALOG)
     assert await registry.versions() == before
     scorer, _ = await load_in_service(registry, trained_models)
     assert set(scorer.champions) == set(MODELS)
@@ -298,7 +298,7 @@ async def test_start_up_skips_a_corrupt_newest_version_when_adopting(
     meta_path = models_copy / "order.risk" / "v2" / "meta.json"
     meta_path.write_text(meta_path.read_text().replace('"version": 1', '"version": 2'))
     (models_copy / "order.risk" / "v2" / "model.skops").write_bytes(b"garbage")
-    await ensure_champions(registry, models_copy, on_progress=lambda _m: None)
+    await ensure_champions(registry, models_copy, CATALOG, on_progress=lambda _m: None)
     champion = await registry.champion("order.risk")
     assert champion is not None
     assert champion.meta == v1

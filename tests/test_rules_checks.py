@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from app.inference.catalog import SCORE_TYPES
 from app.rules.language.spec import RuleProblem
 from app.rules.loader import check_rules
 from schemas import EVENT_MODELS, field_types
+from tests.shipped import SCORE_TYPES
 
 TX_ONLY = {"transaction": field_types("transaction")}
 assert "transaction" in EVENT_MODELS

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from app.errors import ConfigError
-from app.inference.catalog import SCORE_TYPES
 from app.rules.language.expr import Expression, evaluate
 from app.rules.language.spec import AllOf, AnyOf, Compare, Condition, Not, RuleSet
 from app.rules.loader import load_rulesets
 from app.rules.runtime.engine import RulesEngine
 from app.rules.runtime.result import RuleResult
 from schemas import EVENT_MODELS, field_types
+from tests.shipped import SCORE_TYPES
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
 

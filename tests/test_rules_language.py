@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from app.inference.catalog import SCORE_TYPES
 from app.rules.language.spec import RuleSet
 from app.rules.loader import load_rulesets
 from app.rules.runtime.engine import RulesEngine
 from app.rules.runtime.result import RuleResult
 from schemas import EVENT_MODELS, field_types
+from tests.shipped import SCORE_TYPES
 
 FIELDS = {t: field_types(t) for t in EVENT_MODELS}
 

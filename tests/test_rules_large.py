@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from app.inference.catalog import SCORE_TYPES
 from app.rules.loader import load_rulesets
 from app.rules.runtime.engine import CHUNK_RULES, RulesEngine
 from schemas import EVENT_MODELS, field_types
+from tests.shipped import SCORE_TYPES
 
 FIELDS = {t: field_types(t) for t in EVENT_MODELS}
 RULES = 1000

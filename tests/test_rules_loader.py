@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from app.errors import ConfigError
-from app.inference.catalog import SCORE_TYPES
 from app.rules.language.spec import AllOf, AnyOf, Compare, Not, RuleProblem
 from app.rules.loader import check_rules, load_rulesets
 from schemas import EVENT_MODELS, field_types
+from tests.shipped import SCORE_TYPES
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
 

@@ -14,12 +14,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.inference.catalog import SCORE_TYPES
 from app.rules.loader import check_rules
 from app.rules.runtime.engine import RulesEngine
 from app.settings import Settings
 from app.simulator.generate import training_set
 from app.wiring import rule_vocabulary
+from tests.shipped import SCORE_TYPES
 
 REPO = Path(__file__).resolve().parent.parent
 FIELDS, SCORES = rule_vocabulary(Settings())

@@ -15,7 +15,6 @@ import pytest
 
 from app.ops.backtest import BacktestRequest, run_backtest
 from app.rules.authoring.backtest import compare
-from app.rules.authoring.cases import SAMPLE_EVENTS
 from app.rules.authoring.testing import run_rule_tests
 from app.rules.loader import check_rules
 from app.rules.runtime.result import RuleResult
@@ -28,6 +27,7 @@ from app.values import DecidedEvent, DecisionRecord
 from app.wiring import rule_vocabulary
 from schemas import EVENT_MODELS
 from tests.harness import arbiter
+from tests.shipped import TYPES
 
 REPO = Path(__file__).resolve().parent.parent
 VOCABULARY = rule_vocabulary(Settings())
@@ -82,10 +82,12 @@ def rules_folder(base: Path, transaction: str, *, name: str = "rules") -> Path:
 # --- arbiter rules test -------------------------------------------------------------------
 
 
-def test_sample_events_are_valid() -> None:
-    """Every built-in sample event passes its own schema (tests merge onto them)."""
-    for event_type, sample in SAMPLE_EVENTS.items():
-        EVENT_MODELS[event_type].model_validate(sample)
+def test_the_shipped_declarations_examples_are_valid_events() -> None:
+    """Every shipped type's ``example`` passes its own schema (rule tests merge onto it)."""
+    for event_type in TYPES.names:
+        example = TYPES.spec(event_type).example
+        assert example is not None, event_type
+        TYPES.models[event_type].model_validate(example)
 
 
 def test_shipped_rule_tests_pass_and_cover_every_rule(tmp_path: Path) -> None:
@@ -97,7 +99,7 @@ def test_shipped_rule_tests_pass_and_cover_every_rule(tmp_path: Path) -> None:
     assert "✗" not in result.stdout
     for event_type in ("order", "ticket", "transaction"):
         assert f"{event_type}: " in result.stdout
-    report = run_rule_tests(REPO / "rules", *VOCABULARY)
+    report = run_rule_tests(REPO / "rules", *VOCABULARY, TYPES)
     assert report.ok
     assert {c.test.event_type for c in report.results} == {"order", "ticket", "transaction"}
     assert all(
@@ -179,7 +181,7 @@ tests:
     expect: {decision: approve}
 """,
     )
-    report = run_rule_tests(rules, *VOCABULARY)
+    report = run_rule_tests(rules, *VOCABULARY, TYPES)
     assert not report.ok
     errors = [c.error or "" for c in report.results]
     assert "field 'device.is_new'" in errors[0]
@@ -209,7 +211,7 @@ tests:
     scores: {fraud: 0.95}
 """,
     )
-    report = run_rule_tests(rules, *VOCABULARY)
+    report = run_rule_tests(rules, *VOCABULARY, TYPES)
     messages = [str(p) for p in report.problems]
     assert any("rule 'broken'" in m for m in messages)
     assert any("test 'forgot the expectation': needs 'expect:'" in m for m in messages)
@@ -235,7 +237,7 @@ tests:
       reason_not_a_key: x
 """,
     )
-    report = run_rule_tests(rules, *VOCABULARY)
+    report = run_rule_tests(rules, *VOCABULARY, TYPES)
     assert any("unknown key 'reason_not_a_key'" in str(p) for p in report.problems)
     text = (
         (rules / "transaction.yaml")
@@ -246,7 +248,7 @@ tests:
         )
     )
     (rules / "transaction.yaml").write_text(text)
-    report = run_rule_tests(rules, *VOCABULARY)
+    report = run_rule_tests(rules, *VOCABULARY, TYPES)
     assert report.ok, [(c.error, c.differences) for c in report.results]
     assert report.results[0].result is not None
     assert report.results[0].result.reasons == ("2 payments in an hour.",)
@@ -477,4 +479,4 @@ def test_shipped_rules_copy_is_untouched_by_tests(tmp_path: Path) -> None:
     """Running the shipped tests from a copy works the same (no dependence on cwd)."""
     copy = tmp_path / "copy"
     shutil.copytree(REPO / "rules", copy)
-    assert run_rule_tests(copy, *VOCABULARY).ok
+    assert run_rule_tests(copy, *VOCABULARY, TYPES).ok

@@ -11,13 +11,13 @@ import pytest
 import yaml
 
 from app.declarations.yamlsrc import LineLoader
-from app.inference.catalog import SCORE_TYPES
 from app.rules.language.spec import RuleProblem, SourceRef
 from app.rules.windows.parse import parse_windows
 from app.rules.windows.spec import WindowSpec, window_field_types
 from app.rules.windows.store import WindowStore
 from app.rules.windows.where import Where, WhereAll, WhereAny, WhereNot, WhereTest, where_holds
 from schemas import EVENT_MODELS, field_types
+from tests.shipped import SCORE_TYPES
 
 FIELD_TYPES = {t: field_types(t) for t in EVENT_MODELS}
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

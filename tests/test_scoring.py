@@ -13,13 +13,13 @@ import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from app.inference.base import BatchContext, Prediction
-from app.inference.catalog import MODELS, SCORE_TYPES
 from app.inference.loading import scorer_from_folder
 from app.inference.scoring import Scorer
 from app.simulator.generate import training_set
 from app.store.ledger import Ledger
 from app.values import ModelMeta
 from schemas import EVENT_MODELS
+from tests.shipped import MODELS, SCORE_TYPES
 
 
 @pytest.fixture(scope="module")

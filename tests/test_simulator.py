@@ -13,11 +13,11 @@ import pytest
 import schemas
 from app.core.decode import decode_event
 from app.errors import InvalidEvent
-from app.inference.catalog import SCORE_TYPES
 from app.rules.loader import load_rulesets
 from app.rules.windows.store import WindowStore
 from app.simulator import SimEvent, generate, training_set
 from schemas import EventBase, Order, Ticket, Transaction
+from tests.shipped import SCORE_TYPES
 
 LIMIT = 65_536
 RULES = Path(__file__).resolve().parents[1] / "rules"

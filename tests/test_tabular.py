@@ -24,14 +24,22 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from app.errors import ConfigError
-from app.inference import artifacts, features, tabular, tabular_fast
+from app.inference import artifacts, tabular, tabular_fast
 from app.inference.base import TOP_CONTRIBUTIONS, BatchContext
-from app.inference.features import History, Row, feature_rows
+from app.inference.features import (
+    History,
+    Row,
+    Rows,
+    candidate_columns,
+    model_rows,
+    recent_key,
+)
 from app.simulator.generate import training_set
 from app.trainer.jobs import fit_tabular
 from app.values import ModelMeta
 from schemas import EventBase, Order, OrderItem, Transaction
 from schemas.transaction import Device
+from tests.shipped import CATALOG
 
 # The module's fits run once per worker that runs its tests: keep them on one (make test
 # runs pytest-xdist with --dist loadgroup).
@@ -39,8 +47,8 @@ pytestmark = pytest.mark.xdist_group("tabular")
 
 TRAIN_SIZE = 4_000
 SEED = 3
-TX = tabular.spec_for("transaction.fraud")
-ORDER = tabular.spec_for("order.risk")
+TX = CATALOG["transaction.fraud"]
+ORDER = CATALOG["order.risk"]
 NOON = datetime(2026, 2, 10, 12, 0, tzinfo=UTC)
 RARE_SEGMENTS = ("r1", "r2", "r3")
 
@@ -128,14 +136,14 @@ def served(fitted: dict[str, fit_tabular.FittedTabular]) -> dict[str, tabular.Se
 def score_rows() -> list[Row]:
     """600 later transactions (another seed) as rows, then rows with odd values."""
     events, _ = training_set("transaction", 600, seed=SEED + 100)
-    rows = feature_rows("transaction", with_planted_attributes(events, 7), History())
+    rows = model_rows(TX, with_planted_attributes(events, 7), History())
     odd: list[Row] = [
         {},  # everything missing
         {**rows[0], "channel": "carrier_pigeon", "attr.segment": "never-seen"},
-        {**rows[1], "amount": None, "amount_vs_recent": None, "attr.loyalty": None},
+        {**rows[1], "amount": None, "vs_recent_mean(amount)": None, "attr.loyalty": None},
         {**rows[2], "amount": "12.5", "merchant_category": None},  # a string in a number
         {**rows[3], "amount": math.inf, "attr.loyalty": math.nan},
-        {**rows[4], "amount": 1e12, "hour_of_day": -50.0},  # far outside training
+        {**rows[4], "amount": 1e12, "hour_of_day(occurred_at)": -50.0},  # far outside
         {**rows[5], "attr.segment": 7.0, "attr.unknown_key": "x"},
         {**rows[6], "attr.segment": "r2"},  # a rare (infrequent) value
     ]
@@ -146,7 +154,8 @@ def score_rows() -> list[Row]:
 
 
 def test_recent_average_excludes_the_events_own_amount() -> None:
-    """amount_vs_recent divides by the account's earlier amounts only: None at first."""
+    """vs_recent_mean(amount) divides by the account's earlier amounts only: None at
+    first; an earlier event of the batch counts for a later one."""
     later = NOON + timedelta(minutes=1)
     events = [
         transaction(event_id="t1", amount=100.0),
@@ -154,18 +163,19 @@ def test_recent_average_excludes_the_events_own_amount() -> None:
         transaction(event_id="t3", amount=50.0, account_id="acct-2"),
         transaction(event_id="t4", amount=400.0, occurred_at=later),
     ]
-    rows = feature_rows("transaction", events, History())
-    assert [r["amount_vs_recent"] for r in rows] == [None, 3.0, None, 2.0]
+    rows = model_rows(TX, events, History())
+    assert [r["vs_recent_mean(amount)"] for r in rows] == [None, 3.0, None, 2.0]
 
 
 def test_history_carries_over_between_batches_and_orders_use_their_customer() -> None:
-    """A later batch sees an earlier batch's amounts; orders key on the customer."""
+    """A later batch sees an earlier batch's totals; orders key on their declared key,
+    the customer."""
     history = History()
-    feature_rows("order", [order(total=100.0)], history)
-    (row,) = feature_rows("order", [order(event_id="o2", total=50.0)], history)
-    assert row["total_vs_recent"] == 0.5
-    (other,) = feature_rows("order", [order(customer_id="cust-2")], history)
-    assert other["total_vs_recent"] is None
+    model_rows(ORDER, [order(total=100.0)], history)
+    (row,) = model_rows(ORDER, [order(event_id="o2", total=50.0)], history)
+    assert row["vs_recent_mean(total)"] == 0.5
+    (other,) = model_rows(ORDER, [order(customer_id="cust-2")], history)
+    assert other["vs_recent_mean(total)"] is None
 
 
 def test_history_is_bounded_in_parties_and_amounts() -> None:
@@ -194,8 +204,9 @@ def test_history_refuses_a_zero_bound() -> None:
         History(recent=0)
 
 
-def test_transaction_row_holds_the_named_features_and_attributes() -> None:
-    """Base features are computed from the event; attributes become attr.<key>."""
+def test_transaction_row_holds_the_declared_features_and_attributes() -> None:
+    """The fields and derived features schemas/transaction.yaml names for the fraud
+    model, each column named after its recipe; attributes become attr.<key>."""
     night = datetime(2026, 2, 10, 3, 30, tzinfo=UTC)
     tx = transaction(
         occurred_at=night,
@@ -204,48 +215,49 @@ def test_transaction_row_holds_the_named_features_and_attributes() -> None:
         device=Device(device_id="d", kind="mobile", is_new=True),
         attributes={"n": 3, "tier": "gold", "vip": True, "bad": math.nan},
     )
-    (row,) = feature_rows("transaction", [tx], History())
+    (row,) = model_rows(TX, [tx], History())
     assert row == {
         "amount": 999.0,
-        "log_amount": pytest.approx(math.log1p(999.0)),
-        "hour_of_day": 3.0,
-        "is_night": 1.0,
-        "country_mismatch": 1.0,
-        "device_is_new": 1.0,
-        "amount_vs_recent": None,
+        "log(amount)": pytest.approx(math.log1p(999.0)),
+        "hour_of_day(occurred_at)": 3.0,
+        "is_night(occurred_at)": 1.0,
+        "differs(country,card_country)": 1.0,
+        "device.is_new": 1.0,
+        "vs_recent_mean(amount)": None,
         "channel": "card_present",
         "merchant_category": "grocery",
-        "device_kind": "mobile",
+        "device.kind": "mobile",
         "attr.n": 3.0,
         "attr.tier": "gold",
         "attr.vip": "true",
         "attr.bad": None,
     }
-    base = {k for k in row if not k.startswith("attr.")}
-    assert base == {*features.TRANSACTION_NUMERIC, *features.TRANSACTION_CATEGORICAL}
+    # Serving computes a model's columns from their names alone, the same values.
+    numeric, categorical = candidate_columns(TX)
+    (served,) = Rows(numeric, categorical, attributes=True).fresh_rows([tx], History())
+    assert served == row
 
 
-def test_order_row_holds_the_named_features() -> None:
+def test_order_row_holds_the_declared_features() -> None:
     """Order features: totals, line counts, quantities, countries, payment method."""
-    (row,) = feature_rows("order", [order()], History())
+    (row,) = model_rows(ORDER, [order()], History())
     assert row["total"] == 515.0
-    assert row["n_lines"] == 2.0
-    assert row["total_quantity"] == 7.0
-    assert row["max_quantity"] == 5.0
-    assert row["log_max_unit_price"] == pytest.approx(math.log1p(99.0))
-    assert row["billing_ne_shipping"] == 1.0
+    assert row["count(items)"] == 2.0
+    assert row["sum(items.quantity)"] == 7.0
+    assert row["max(items.quantity)"] == 5.0
+    assert row["max(items.unit_price)"] == 99.0
+    assert row["differs(billing_country,shipping_country)"] == 1.0
     assert row["first_order"] == 1.0
-    assert row["is_night"] == 0.0
+    assert row["is_night(occurred_at)"] == 0.0
     assert row["payment_method"] == "gift_card"
-    assert set(row) == {*features.ORDER_NUMERIC, *features.ORDER_CATEGORICAL}
+    assert "currency" not in row  # not in the model's include list
+    assert "customer_id" not in row  # the key is never a feature
 
 
-def test_feature_rows_refuse_unknown_types_and_mixed_batches() -> None:
-    """An event type without tabular features, or a stray event, is refused by name."""
-    with pytest.raises(ValueError, match="no tabular features for event type 'ticket'"):
-        feature_rows("ticket", [], History())
-    with pytest.raises(TypeError, match="a transaction batch holds a Order"):
-        feature_rows("transaction", [order()], History())
+def test_a_column_name_that_is_no_recipe_is_refused() -> None:
+    """An unknown function in a stored column name is a clear error, not a silent None."""
+    with pytest.raises(ValueError, match="unknown feature function 'sqrt'"):
+        Rows(["sqrt(amount)"])
 
 
 def test_columns_are_discovered_with_attribute_kinds() -> None:
@@ -294,7 +306,7 @@ def test_order_model_beats_a_floor_and_accepts_plain_outcomes() -> None:
     """order.risk on 4,000 orders (seed 3) scored 0.883 (hgb) when measured; labels may be
     plain booleans as well as label dicts."""
     events, labels = training_set("order", TRAIN_SIZE, seed=SEED)
-    model = fit_tabular.fit(ORDER, events, [bool(lb["problem"]) for lb in labels])
+    model = fit_tabular.fit(ORDER, events, labels)
     assert model.metrics["roc_auc"] > 0.85
     assert model.params["score"] == "risk"
     assert "attr.customer_age_days" in model.numeric
@@ -447,12 +459,13 @@ def test_occlusion_points_at_the_planted_fraud_signals(
         device=Device(device_id="d-x", kind="desktop", is_new=True),
         attributes={"account_age_days": 20, "segment": "retail", "loyalty": 2},
     )
-    rows = feature_rows("transaction", [fraud], History())
+    rows = model_rows(TX, [fraud], History())
     (prediction,) = served["hgb"].predict_rows(rows)
     assert float(prediction.scores["fraud"]) > 0.5
     top_feature, contribution = prediction.explanation["top"][0]
-    planted = {"country_mismatch", "amount", "log_amount", "device_is_new", "is_night",
-               "hour_of_day", "attr.account_age_days"}  # fmt: skip
+    planted = {"differs(country,card_country)", "amount", "log(amount)", "device.is_new",
+               "is_night(occurred_at)", "hour_of_day(occurred_at)",
+               "attr.account_age_days"}  # fmt: skip
     assert top_feature in planted
     assert contribution > 0
 
@@ -463,7 +476,8 @@ def test_occlusion_points_at_the_planted_fraud_signals(
 def test_predict_shares_rows_and_history_through_the_batch_context(
     served: dict[str, tabular.ServedTabular],
 ) -> None:
-    """Two models on one batch build the rows once; the history sees each event once."""
+    """Two models on one batch compute "vs recent mean" once: the history sees each
+    event once, and both read the same ratios."""
     events = [transaction(event_id="a", amount=10.0), transaction(event_id="b", amount=30.0)]
     state: dict[str, Any] = {}
     ctx = BatchContext("transaction", events, state)
@@ -472,9 +486,8 @@ def test_predict_shares_rows_and_history_through_the_batch_context(
     assert len(first) == len(second) == 2
     history = state["history"]
     assert isinstance(history, History)
-    assert history.mean("acct-1") == 20.0  # 10 and 30, each once
-    rows = ctx.memo("tabular.rows", list)
-    assert rows[1]["amount_vs_recent"] == 3.0
+    assert history.mean(recent_key("amount", "acct-1")) == 20.0  # 10 and 30, each once
+    assert ctx.memo("recent:amount", list) == [None, 3.0]
 
 
 def test_write_and_load_round_trip_gives_identical_probabilities(

@@ -28,6 +28,10 @@ from app.simulator.generate import training_set
 from app.trainer.jobs import fit_text
 from app.values import ModelMeta
 from schemas import Ticket
+from tests.shipped import CATALOG
+
+# The ticket's text models as schemas/ticket.yaml declares them.
+SPECS = [text.TextSpec.of(m) for m in CATALOG.values() if m.family == "text"]
 
 # The module's fit runs once per worker that runs its tests: keep them on one (make test
 # runs pytest-xdist with --dist loadgroup).
@@ -52,7 +56,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, fit_text.Fitt
     events, labels = training_set("ticket", TRAIN_N, seed=1)
     cache = tmp_path_factory.mktemp("encoder-cache")
     return fit_text.fit_all(
-        events,  # type: ignore[arg-type]
+        SPECS,
+        events,
         labels,
         variants=("fp32", "int8", "onnx"),
         cache_dir=cache,
@@ -235,7 +240,7 @@ def test_int8_embeddings_and_heads_agree_with_fp32(
     assert cosine.min() > 0.98
     xa, xb = fp32.embed(texts_of(train)), int8.embed(texts_of(train))
     floors = {"ticket.category": 0.97, "ticket.urgency": 0.88, "ticket.sentiment": 0.88}
-    for spec in text.SPECS:
+    for spec in SPECS:
         y = [str(lb[spec.label]) for lb in train_labels]
         head_a, head_b = fit_text.fit_head(xa, y), fit_text.fit_head(xb, y)
         agree = float(np.mean(head_a.logits(a).argmax(1) == head_b.logits(b).argmax(1)))
@@ -384,7 +389,8 @@ def test_the_gate_serves_the_fastest_variant_within_half_a_point_of_fp32(
     events, labels = training_set("ticket", 400, seed=2)
     progress: list[str] = []
     fitted = fit_text.fit_all(
-        events,  # type: ignore[arg-type]
+        SPECS,
+        events,
         labels,
         variants=("fp32", "noisy", "same", "slow", "broken"),
         on_progress=progress.append,

@@ -26,7 +26,8 @@ from app.store.training import TrainingStore
 from app.trainer.jobs.job import run_job
 from app.trainer.jobs.run import Limits, TrainJob
 from app.trainer.service import LEASE, Trainer
-from tests.trainer_data import CATALOG, FAST, records, scored_by, seed
+from tests.shipped import CATALOG
+from tests.trainer_data import FAST, records, scored_by, seed
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -126,7 +127,7 @@ async def _registered(engine: AsyncEngine, settings: Settings) -> ModelRegistry:
     from app.trainer.bootstrap import ensure_champions
 
     registry = ModelRegistry(engine)
-    await ensure_champions(registry, settings.resolved_models_dir)
+    await ensure_champions(registry, settings.resolved_models_dir, CATALOG)
     return registry
 
 

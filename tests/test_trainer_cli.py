@@ -21,6 +21,7 @@ from app.store.outcomes import OutcomeStore
 from app.store.registry import ModelRegistry
 from app.trainer.bootstrap import ensure_champions
 from tests.harness import arbiter
+from tests.shipped import CATALOG
 from tests.trainer_data import scored_by, seed
 
 pytestmark = [pytest.mark.sqlite, pytest.mark.timeout(300)]
@@ -38,7 +39,7 @@ async def env(tmp_path: Path, trained_models: Path) -> dict[str, str]:
     await upgrade(url)
     engine = create_engine(url)
     try:
-        await ensure_champions(ModelRegistry(engine), models)
+        await ensure_champions(ModelRegistry(engine), models, CATALOG)
         events, labels = labelled_events("transaction", 1500, seed=301)
         scores = scored_by(models, NAME, events)
         await seed(Ledger(engine), OutcomeStore(engine), events, labels, model=NAME, scores=scores)

@@ -28,7 +28,7 @@ from app.trainer.jobs.dataset import (
 )
 from app.trainer.jobs.run import models_of, target_of
 from schemas import EventBase
-from tests.trainer_data import CATALOG
+from tests.shipped import CATALOG
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -37,6 +37,7 @@ from app.trainer.bootstrap import ensure_champions
 from app.trainer.service import LEASE, STOPPED
 from connectors.broker import EmbeddedBroker
 from tests.harness import ArbiterProcess, json_log_lines, produce, wait_decided, wait_until
+from tests.shipped import CATALOG
 from tests.trainer_data import scored_by, seed
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -108,7 +109,7 @@ async def store_env(pg_url: str, trained_models: Path, tmp_path: Path) -> dict[s
     await upgrade(pg_url)
     engine = create_engine(pg_url)
     try:
-        await ensure_champions(ModelRegistry(engine), models)
+        await ensure_champions(ModelRegistry(engine), models, CATALOG)
     finally:
         await engine.dispose()
     return {

@@ -22,8 +22,9 @@ from app.trainer.jobs import fit_tabular
 from app.trainer.jobs.dataset import NotEnoughData, sample_weights
 from app.trainer.jobs.evaluate import PRIMARY, binary_metrics, multiclass_metrics, verdict
 from app.trainer.jobs.search import SPACE, Trial, search, select_features, time_folds
+from tests.shipped import CATALOG
 
-TX = tabular.spec_for("transaction.fraud")
+TX = CATALOG["transaction.fraud"]
 N = 2_500
 SEED = 11
 

@@ -7,24 +7,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from app.declarations import DeclaredModel, load_declarations, model_catalog
 from app.store.ledger import Ledger
 from app.store.outcomes import OutcomeStore
 from app.trainer.jobs.run import Limits, Record
 from app.values import DecisionRecord
 from schemas import EventBase, Outcome
-
-SHIPPED_SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-
-
-def shipped_catalog() -> dict[str, DeclaredModel]:
-    """The models the shipped declarations (schemas/*.yaml) declare, by name."""
-    declarations, problems = load_declarations(SHIPPED_SCHEMAS)
-    assert not problems, problems
-    return model_catalog(d.spec for d in declarations.values())
-
-
-CATALOG = shipped_catalog()
+from tests.shipped import CATALOG
 
 # Small budgets keep each training run to seconds on 2 cores.
 FAST = Limits(budget_s=6.0, estimators=("logreg", "hgb"), folds=3)
@@ -117,5 +105,5 @@ def scored_by(models_dir: Path, name: str, events: Sequence[EventBase]) -> list[
     meta = [m for m in artifacts.scan(models_dir) if m.name == name][-1]
     served = load_served(models_dir, meta)
     assert isinstance(served, tabular.ServedTabular)
-    rows = tabular.rows_in_order(tabular.spec_for(name), events)
+    rows = tabular.rows_in_order(CATALOG[name], events)
     return [float(p) for p in served.proba(rows)]

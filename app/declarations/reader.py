@@ -20,6 +20,8 @@ from app.declarations.spec import (
     ID_FIELD,
     LABEL_TYPES,
     MODEL_KINDS,
+    OVER_ARRAYS,
+    PAIRED,
     STRING_FORMATS,
     Derived,
     FieldSpec,
@@ -511,6 +513,15 @@ class _Reader:
             if model.name in seen:
                 self.problem(model.line, f"model '{model.name}' is declared twice: rename one")
             seen.add(model.name)
+        texts = [m for m in out if m.kind == "text"]
+        for model in texts[1:]:
+            if model.text != texts[0].text:
+                self.problem(
+                    model.line,
+                    f"text model '{model.name}' reads {', '.join(model.text)} but "
+                    f"'{texts[0].name}' reads {', '.join(texts[0].text)}: the text models of a "
+                    "type share one encoding of one text — give them the same 'text:' fields",
+                )
         return tuple(out)
 
     def model(self, data: LineMap, spec: TypeSpec) -> ModelSpec:
@@ -661,11 +672,13 @@ class _Reader:
             return ()
         known = [f.name for f in spec.fields]
         for field_name in value:
-            if spec.field(field_name) is None:
+            if field_name == "attributes" and spec.attributes:
+                continue  # the free attributes, as one
+            if spec.path(field_name)[0] is None:
                 self.problem(
                     key_line(data, key),
                     f"model '{name}': {key} names '{field_name}', which is not a field of "
-                    f"'{spec.name}'{did_you_mean(field_name, known)}",
+                    f"'{spec.name}'{did_you_mean(field_name.split('.')[0], known)}",
                 )
         return tuple(value)
 
@@ -686,7 +699,7 @@ class _Reader:
                     f"e.g. {{log: amount}} (functions: {', '.join(DERIVED_FEATURES)})",
                 )
                 continue
-            function, field_name = next(iter(item.items()))
+            function, argument = next(iter(item.items()))
             if function not in DERIVED_FEATURES:
                 self.problem(
                     line_of(item, line),
@@ -695,17 +708,46 @@ class _Reader:
                     f"{', '.join(DERIVED_FEATURES)}",
                 )
                 continue
-            target = spec.field(field_name) if isinstance(field_name, str) else None
-            if target is None or target.type not in DERIVED_FEATURES[function]:
-                wanted = " or ".join(DERIVED_FEATURES[function])
-                self.problem(
-                    line_of(item, line),
-                    f"model '{name}': {function} needs a {wanted} field of '{spec.name}', "
-                    f"not {describe(field_name)}",
-                )
-                continue
-            out.append(Derived(str(function), field_name))
+            found = self.derived_one(str(function), argument, name, spec, line_of(item, line))
+            if found is not None:
+                out.append(found)
         return tuple(out)
+
+    def derived_one(
+        self, function: str, argument: Any, name: str, spec: TypeSpec, line: int
+    ) -> Derived | None:
+        """One ``function: field`` (``differs: [a, b]``), checked against the fields."""
+        paired = function in PAIRED
+        fields = argument if paired and isinstance(argument, list) else [argument]
+        if paired and len(fields) != 2:
+            self.problem(
+                line, f"model '{name}': {function} compares two fields, e.g. {{{function}: [a, b]}}"
+            )
+            return None
+        kinds = " or ".join(DERIVED_FEATURES[function])
+        for field_name in fields:
+            target, through_array = (
+                spec.path(field_name) if isinstance(field_name, str) else (None, False)
+            )
+            over_arrays = function in OVER_ARRAYS
+            if target is None or target.type not in DERIVED_FEATURES[function]:
+                where = " inside an array of objects (e.g. items.price)" if over_arrays else ""
+                wanted = f"{kinds} field{where}"
+            elif through_array != over_arrays:
+                wanted = (
+                    f"{kinds} field inside an array of objects (e.g. items.price)"
+                    if over_arrays
+                    else f"{kinds} field outside arrays"
+                )
+            else:
+                continue
+            self.problem(
+                line,
+                f"model '{name}': {function} needs a {wanted} of '{spec.name}', "
+                f"not {describe(field_name)}",
+            )
+            return None
+        return Derived(function, str(fields[0]), str(fields[1]) if paired else None)
 
     def text_fields(
         self, data: LineMap, name: str, spec: TypeSpec, kind: ModelKind

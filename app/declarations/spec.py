@@ -29,14 +29,23 @@ LABEL_TYPES: tuple[LabelType, ...] = ("boolean", "enum", "number")
 ModelKind = Literal["tabular", "text"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("tabular", "text")
 UnknownFields = Literal["reject", "keep"]
-# Derived features a model may ask for, and the field kinds each one reads.
+# Derived features a model may ask for, and the field kinds each one reads. ``sum`` and
+# ``max`` read a number inside an array of objects (``items.quantity``); ``differs``
+# compares two fields (``{differs: [country, card_country]}``): 1 when they differ.
 DERIVED_FEATURES: dict[str, tuple[FieldType, ...]] = {
     "log": ("number", "integer"),
     "hour_of_day": ("datetime",),
     "day_of_week": ("datetime",),
+    "is_night": ("datetime",),
     "vs_recent_mean": ("number", "integer"),
     "length": ("string",),
+    "sum": ("number", "integer"),
+    "max": ("number", "integer"),
+    "differs": ("string", "enum", "number", "integer", "boolean"),
 }
+OVER_ARRAYS = ("sum", "max")  # the derived features that read inside an array
+PAIRED = ("differs",)  # the derived features that read two fields
+NIGHT_END_HOUR = 6  # is_night: 00:00-05:59 UTC
 # The id, key and time that every event carries inside Arbiter, whatever a declaration
 # calls them in the payload.
 ID_FIELD = "event_id"
@@ -95,11 +104,14 @@ class Derived:
     """A derived feature: ``function`` applied to ``field`` (``log: amount``)."""
 
     function: str
-    field: str
+    field: str  # a dotted path for ``sum``/``max`` (``items.quantity``)
+    other: str | None = None  # the second field of ``differs``
 
     @property
     def name(self) -> str:
-        return f"{self.function}({self.field})"
+        """The feature's column: ``log(amount)``, ``differs(country,card_country)``."""
+        fields = self.field if self.other is None else f"{self.field},{self.other}"
+        return f"{self.function}({fields})"
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,17 @@ class TypeSpec:
 
     def field(self, name: str) -> FieldSpec | None:
         return next((f for f in self.fields if f.name == name), None)
+
+    def path(self, dotted: str) -> tuple[FieldSpec | None, bool]:
+        """The field at a dotted path (``device.kind``, ``items.quantity``: through an
+        array to its items' field) and whether the path passes through an array."""
+        head, *rest = dotted.split(".")
+        found, arrays = self.field(head), False
+        for part in rest:
+            if found is not None and found.type == "array" and found.items is not None:
+                found, arrays = found.items, True
+            found = found.child(part) if found is not None else None
+        return found, arrays
 
     def label(self, name: str) -> LabelSpec | None:
         return next((lab for lab in self.labels if lab.name == name), None)

@@ -98,4 +98,14 @@ class Served(Protocol):
 
     meta: ModelMeta
 
+    @property
+    def recent_fields(self) -> tuple[str, ...]:
+        """Fields whose recent values per key a feature compares with (the history a
+        restart replays); empty for a model that reads no earlier events."""
+        ...
+
     def predict(self, ctx: BatchContext) -> list[Prediction]: ...
+
+    def warm_up(self) -> None:
+        """Score once, before serving, so first-call costs are not paid live."""
+        ...

@@ -7,12 +7,12 @@ folder, without a registry (the benchmarks, the README check).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from app.errors import ConfigError
 from app.inference import artifacts
 from app.inference.base import Served
-from app.inference.catalog import MODELS
 from app.inference.scoring import Scorer
 from app.values import ModelMeta
 
@@ -34,19 +34,22 @@ def load_served(models_dir: Path, meta: ModelMeta) -> Served:
     )
 
 
-def scorer_from_folder(models_dir: Path) -> Scorer:
-    """Without a registry: the newest version of every model in ``models_dir``.
+def scorer_from_folder(models_dir: Path, names: Collection[str] | None = None) -> Scorer:
+    """Without a registry: the newest version of every model in ``models_dir`` (of each
+    of ``names``, when given, and every one of them must be there).
 
-    Files only: a model with no version there is refused (the trainer's
-    ``app.trainer.jobs.first.train_missing`` writes first models into a folder).
+    Files only (the trainer's ``app.trainer.jobs.first.train_missing`` writes first
+    models into a folder).
     """
     newest: dict[str, ModelMeta] = {}
     for meta in artifacts.scan(models_dir):
         newest[meta.name] = meta  # scan sorts by version: the last one wins
-    missing = [name for name in MODELS if name not in newest]
-    if missing:
+    wanted = list(newest) if names is None else list(names)
+    missing = [name for name in wanted if name not in newest]
+    if missing or not wanted:
         raise ConfigError(
-            f"{models_dir} holds no version of {', '.join(missing)}: train first models "
-            "into it (app.trainer.jobs.first.train_missing) or use a complete models folder"
+            f"{models_dir} holds no version of {', '.join(missing) or 'any model'}: train "
+            "first models into it (app.trainer.jobs.first.train_missing) or use a complete "
+            "models folder"
         )
-    return Scorer({name: load_served(models_dir, newest[name]) for name in MODELS})
+    return Scorer({name: load_served(models_dir, newest[name]) for name in wanted})

@@ -19,7 +19,6 @@ from typing import Any
 import structlog
 
 from app.inference.base import BatchContext, Score, Served
-from app.inference.samples import sample_events
 from schemas import EventCore
 
 log = structlog.get_logger("arbiter.scoring")
@@ -41,14 +40,8 @@ class ScoredBatch:
 def warm_up(served: Served) -> None:
     """Score once before the model serves, so first-call costs (thread pools, lazy
     loads, the text encoder) are not paid on a live batch: a tabular model its own
-    reference row (any declared type has one), a text model a sample event
-    (``samples.py``). Uses throwaway feature state, so no customer history is touched."""
-    own = getattr(served, "warm_up", None)
-    if callable(own):
-        own()
-        return
-    event_type = event_type_of(served.meta.name)
-    served.predict(BatchContext(event_type, sample_events(event_type), {}))
+    reference row, a text model a made-up text. No customer history is touched."""
+    served.warm_up()
 
 
 class Scorer:
@@ -82,18 +75,25 @@ class Scorer:
             for served in shadows:
                 warm_up(served)
 
+    def recent_fields(self, event_type: str) -> tuple[str, ...]:
+        """The fields whose recent values a champion of this type compares an event with
+        (``vs_recent_mean``): the history a restart replays."""
+        found: dict[str, None] = {}
+        for name in self._by_type.get(event_type, []):
+            found.update(dict.fromkeys(self.champions[name].recent_fields))
+        return tuple(found)
+
     def keeps_history(self, event_type: str) -> bool:
-        """Whether a model of this type reads the customer's earlier events (tabular)."""
-        return any(
-            self.champions[n].meta.family == "tabular" for n in self._by_type.get(event_type, [])
-        )
+        """Whether a model of this type reads the key's earlier events."""
+        return bool(self.recent_fields(event_type))
 
     def remember(self, event_type: str, events: Sequence[EventCore]) -> None:
         """Add already-decided events to the type's feature history (a restart's replay)."""
         from app.inference.tabular import remember
 
-        if self.keeps_history(event_type):
-            remember(self._state.setdefault(event_type, {}), event_type, events)
+        fields = self.recent_fields(event_type)
+        if fields:
+            remember(self._state.setdefault(event_type, {}), events, fields)
 
     def uses_text(self, event_type: str) -> bool:
         """Whether a text model scores this type (it then scores on its own thread)."""

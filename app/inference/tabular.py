@@ -1,12 +1,13 @@
-"""Tabular models (``transaction.fraud``, ``order.risk``) in service: one scikit-learn
+"""Tabular models (a declared model of ``kind: tabular``) in service: one scikit-learn
 Pipeline each, served through a numpy fast path, every score with an explanation.
 
-Where it sits: ``features.feature_rows`` turns a batch of events into named raw feature
-rows; here those rows become the model's input and a ``Prediction`` per event. The
-trainer fits the Pipeline (``app.trainer.jobs.fit_tabular``) and writes it as
-``model.skops``; what fitting and serving must agree on stays here: the specs, the
-Pipeline's input (``pipeline_input``), feature rows in time order (``rows_in_order``)
-and ``QuantileClipper``, which every ``model.skops`` stores by this module's path.
+Where it sits: ``features.Rows`` turns a batch of events into the named columns a model
+version reads (the names are the recipe: ``log(amount)``, ``device.kind``); here those
+rows become the model's input and a ``Prediction`` per event. The trainer fits the
+Pipeline (``app.trainer.jobs.fit_tabular``) and writes it as ``model.skops``; what
+fitting and serving must agree on stays here: the Pipeline's input
+(``pipeline_input``), feature rows in time order (``rows_in_order``) and
+``QuantileClipper``, which every ``model.skops`` stores by this module's path.
 
 - **Serving** (``ServedTabular``): a ColumnTransformer costs milliseconds per call
   whatever the batch size (docs/dependencies.md, scikit-learn), so at load the fitted
@@ -24,7 +25,7 @@ and ``QuantileClipper``, which every ``model.skops`` stores by this module's pat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,21 +72,9 @@ TABULAR_TRUSTED_TYPES: frozenset[str] = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class TabularSpec:
-    """One tabular model: the event type it scores, the score it writes, what it learns."""
-
-    name: str
-    event_type: str
-    score: str  # the score key written on the event
-    label: str  # the simulator/outcome label it learns (True = positive)
-    train_size: int  # events drawn from the simulator for a first model
-
-
-SPECS: tuple[TabularSpec, ...] = (
-    TabularSpec("transaction.fraud", "transaction", "fraud", "fraud", 30_000),
-    TabularSpec("order.risk", "order", "risk", "problem", 20_000),
-)
+# What ``params["columns"]`` says in every version whose column names are their own
+# recipe (``features.Rows``); a version without it was trained before and is refused.
+COLUMNS = "recipe-v1"
 
 
 # --- what fitting and serving share -----------------------------------------------------
@@ -129,15 +118,14 @@ def pipeline_input(
     return matrix
 
 
-def rows_in_order(spec: TabularSpec, events: Sequence[EventCore]) -> list[Row]:
-    """Feature rows of ``events``, computed in time order with a fresh ``History`` (as
-    serving computes them, so "amount vs recent average" sees only earlier events).
-
-    ``rows[i]`` belongs to ``events[i]``: the order of the input is kept; ties in
+def rows_in_order(model: DeclaredModel, events: Sequence[EventCore]) -> list[Row]:
+    """Every candidate feature of ``model`` for ``events``, computed in time order with a
+    fresh ``History`` (as serving computes them, so "vs recent mean" sees only earlier
+    events). ``rows[i]`` belongs to ``events[i]``: the order of the input is kept; ties in
     ``occurred_at`` are taken in input order.
     """
     order = sorted(range(len(events)), key=lambda i: events[i].occurred_at)
-    computed = features.feature_rows(spec.event_type, [events[i] for i in order], History())
+    computed = features.model_rows(model, [events[i] for i in order], History())
     rows: list[Row] = [{} for _ in events]
     for i, row in zip(order, computed, strict=True):
         rows[i] = row
@@ -182,8 +170,15 @@ class ServedTabular:
         self.pipeline = pipeline
         self.score_key = str(_param(meta, "score"))
         self.method = "linear-exact" if _param(meta, "estimator") == "logreg" else "occlusion"
+        if meta.params.get("columns") != COLUMNS:
+            raise ConfigError(
+                f"model {meta.name} {meta.tag} was trained before its columns named their "
+                "own features (an older Arbiter): retrain it (`arbiter train "
+                f"{meta.name}`) or roll back to a newer version"
+            )
         self.numeric = tuple(_param(meta, "numeric"))
         self.categorical = tuple(_param(meta, "categorical"))
+        self.rows = features.Rows(self.numeric, self.categorical)
         self.reference: dict[str, FeatureValue] = dict(_param(meta, "reference"))
         self.means = np.asarray(_param(meta, "means"), dtype=np.float64)
         self.prepare = Prepare(pipeline, self.numeric, self.categorical)
@@ -237,6 +232,10 @@ class ServedTabular:
                 "from the Pipeline's: retrain it"
             )
 
+    @property
+    def recent_fields(self) -> tuple[str, ...]:
+        return self.rows.recent_fields
+
     def warm_up(self) -> None:
         """Score the reference row once, explanation included (``scoring.warm_up``)."""
         self.predict_rows([self.reference])
@@ -247,10 +246,7 @@ class ServedTabular:
         return isinstance(self.model, Trees) and self.model.walk
 
     def predict(self, ctx: BatchContext) -> list[Prediction]:
-        rows: list[Row] = ctx.memo(
-            "tabular.rows", lambda: remember(ctx.state, ctx.event_type, ctx.events)
-        )
-        return self.predict_rows(rows)
+        return self.predict_rows(self.rows.rows(ctx.events, recent(ctx, self.rows.recent_fields)))
 
     def proba(self, rows: Sequence[Row]) -> Array:
         """P(positive) per row through the fast path."""
@@ -313,11 +309,25 @@ class ServedTabular:
         return out
 
 
-def remember(state: dict[str, Any], event_type: str, events: Sequence[EventCore]) -> list[Row]:
-    """Feature rows of ``events``, adding them to the per-type history kept in ``state``
-    (the scorer's, outliving batches): what scoring does, and what a restart replays from
-    the ledger so that "amount vs recent average" does not start from nothing."""
-    return features.feature_rows(event_type, events, state.setdefault("history", History()))
+def recent(ctx: BatchContext, fields: Sequence[str]) -> dict[str, list[float | None]]:
+    """The batch's ``vs_recent_mean`` of each field, computed once per batch whatever the
+    models reading it (a champion and its shadow), from the type's history in the
+    scorer's state (it outlives batches)."""
+    history: History = ctx.state.setdefault("history", History())
+
+    def ratios(path: str) -> Callable[[], list[float | None]]:
+        return lambda: features.recent_ratios(ctx.events, path, history)
+
+    return {f: ctx.memo(f"recent:{f}", ratios(f)) for f in fields}
+
+
+def remember(state: dict[str, Any], events: Sequence[EventCore], fields: Sequence[str]) -> None:
+    """Add ``events`` to the type's history of ``fields`` kept in ``state`` (the scorer's):
+    what a restart replays from the ledger so that "vs recent mean" does not start from
+    nothing."""
+    history: History = state.setdefault("history", History())
+    for f in fields:
+        features.recent_ratios(events, f, history)
 
 
 def load(folder: Path, meta: ModelMeta) -> ServedTabular:
@@ -334,19 +344,3 @@ def load(folder: Path, meta: ModelMeta) -> ServedTabular:
     if not isinstance(pipeline, Pipeline):
         raise ConfigError(f"{path} holds a {type(pipeline).__name__}, not a Pipeline: retrain")
     return ServedTabular(meta, pipeline)
-
-
-def spec_of(model: DeclaredModel) -> TabularSpec:
-    """The spec of a declared tabular model (a shipped one's carries its simulator label)."""
-    for spec in SPECS:
-        if spec.name == model.name:
-            return spec
-    return TabularSpec(model.name, model.event_type, model.score, model.spec.label, 0)
-
-
-def spec_for(name: str) -> TabularSpec:
-    """The spec of a tabular model by name."""
-    for spec in SPECS:
-        if spec.name == name:
-            return spec
-    raise ValueError(f"no tabular model {name!r}: use one of {[s.name for s in SPECS]}")

@@ -1,6 +1,7 @@
-"""The ticket text models in service: the shared MiniLM encoder (``app.inference.encoder``)
-with one small classifier head per score, ``ticket.category``, ``ticket.urgency`` and
-``ticket.sentiment``.
+"""Text models in service (a declared model of ``kind: text``, such as the shipped
+``ticket.category``, ``ticket.urgency`` and ``ticket.sentiment``): the shared MiniLM
+encoder (``app.inference.encoder``) with one small classifier head per score, reading
+the fields its declaration names (``text:``; by default the type's ``text: true`` fields).
 
 A head is multinomial logistic regression on the sentence embeddings together with
 TF-IDF columns of the same text (``Lexicon``: the embedding carries meaning, the TF-IDF
@@ -12,9 +13,9 @@ variant they serve with (``app.trainer.jobs.fit_text``); ``load`` here reads wha
 wrote and refuses anything that does not fit together.
 
 Scoring (``ServedText.predict``) is a cascade: each head first asks its TF-IDF-only
-stage (logistic regression on TF-IDF, fit on the same labels); a ticket that stage is at least
+stage (logistic regression on TF-IDF, fit on the same labels); a text that stage is at least
 ``threshold`` sure of is answered from it, and only the rest are encoded and answered by
-the full head. A ticket is encoded at most once per batch and variant, whichever head
+the full head. A text is encoded at most once per batch and variant, whichever head
 asks first (a per-batch cache in ``ctx``), so the heads and any shadow on the same
 variant share the work.
 """
@@ -25,25 +26,24 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from app.declarations.spec import DeclaredModel
 from app.errors import ConfigError
 from app.inference.base import TOP_CONTRIBUTIONS, BatchContext, Prediction
-from app.inference.features import ticket_text
+from app.inference.features import text_of
 from app.values import ModelMeta
-from schemas import EventCore, Ticket
+from schemas import EventCore
 
 if TYPE_CHECKING:
     from app.inference.encoder import Encoder
 
 __all__ = [
-    "EVENT_TYPE",
     "HEAD_FILE",
     "LEXICON_OPTIONS",
-    "SPECS",
     "VOCAB_FILE",
     "Head",
     "Lexicon",
@@ -52,7 +52,7 @@ __all__ = [
     "explain_words",
     "load",
     "softmax",
-    "ticket_texts",
+    "texts_of",
 ]
 
 Floats = npt.NDArray[np.float32]
@@ -60,17 +60,22 @@ Floats = npt.NDArray[np.float32]
 
 @dataclass(frozen=True)
 class TextSpec:
+    """A declared text model as fitting and serving need it (stored in its params)."""
+
     name: str  # model name, "ticket.category"
     score: str  # the score key it writes (and "<score>_confidence")
-    label: str  # the simulator / outcome label it learns
+    label: str  # the outcome label it learns
+    text: tuple[str, ...]  # the fields it reads, one per line, in order
+
+    @classmethod
+    def of(cls, model: DeclaredModel) -> TextSpec:
+        return cls(model.name, model.score, model.spec.label, model.spec.text)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"score": self.score, "label": self.label, "text": list(self.text)}
 
 
-EVENT_TYPE = "ticket"
-SPECS: tuple[TextSpec, ...] = (
-    TextSpec("ticket.category", "category", "category"),
-    TextSpec("ticket.urgency", "urgency", "urgency"),
-    TextSpec("ticket.sentiment", "sentiment", "sentiment"),
-)
 HEAD_FILE = "head.safetensors"
 MAX_OCCLUSION_WORDS = 200  # beyond this the encoder truncates anyway (256 tokens)
 
@@ -131,7 +136,7 @@ class Head:
     lexicon: Lexicon | None = None
     lex_weight: Floats | None = None  # [C, V]
     # The cascade's first stage: softmax(X @ student_weight.T + student_bias) on TF-IDF
-    # alone; a ticket it is at least ``threshold`` sure of never reaches the encoder.
+    # alone; a text it is at least ``threshold`` sure of never reaches the encoder.
     student_weight: Floats | None = None  # [C, V]
     student_bias: Floats | None = None  # [C]
     threshold: float = 1.01  # above any probability: no cascade
@@ -162,14 +167,9 @@ def softmax(logits: Floats) -> Floats:
     return logits
 
 
-def ticket_texts(events: Sequence[EventCore]) -> list[str]:
-    texts = []
-    for event in events:
-        # A ticket decoded by its declaration or by the hand-written model: same fields.
-        if event.event_type != "ticket":
-            raise TypeError(f"the ticket text models read tickets, got {type(event).__name__}")
-        texts.append(ticket_text(cast("Ticket", event)))
-    return texts
+def texts_of(events: Sequence[EventCore], fields: Sequence[str]) -> list[str]:
+    """The text each event gives a model reading ``fields`` (``features.text_of``)."""
+    return [text_of(event, fields) for event in events]
 
 
 # --- serving ---------------------------------------------------------------------------
@@ -191,10 +191,24 @@ class ServedText:
     def lexical(self, texts: Sequence[str]) -> Any:
         return self.head.lexicon.transform(texts) if self.head.lexicon is not None else None
 
+    @property
+    def recent_fields(self) -> tuple[str, ...]:
+        return ()  # no feature here reads earlier events
+
+    def warm_up(self) -> None:
+        """Score one made-up text (``scoring.warm_up``): loads the encoder's weights."""
+        ctx = BatchContext(self.meta.name.split(".")[0], [], {})
+        self.predict_texts(ctx, ["Warming up: the encoder and the heads load now."])
+
     def predict(self, ctx: BatchContext) -> list[Prediction]:
         if not ctx.events:
             return []
-        texts = ctx.memo("text.texts", lambda: ticket_texts(ctx.events))
+        fields = self.spec.text
+        texts = ctx.memo(f"text.texts:{fields}", lambda: texts_of(ctx.events, fields))
+        return self.predict_texts(ctx, texts)
+
+    def predict_texts(self, ctx: BatchContext, texts: Sequence[str]) -> list[Prediction]:
+        """One Prediction per text; ``ctx`` shares the TF-IDF and encoder passes."""
         lexicon = self.head.lexicon
         lexical = (
             ctx.memo(f"text.tfidf:{lexicon.key}", lambda: lexicon.transform(texts))
@@ -240,7 +254,7 @@ class ServedText:
     def _embeddings(
         self, ctx: BatchContext, texts: Sequence[str], rows: npt.NDArray[np.intp]
     ) -> Floats:
-        """Embeddings of ``rows`` of the batch, each ticket encoded at most once per batch
+        """Embeddings of ``rows`` of the batch, each text encoded at most once per batch
         and variant whichever head asks first (a per-batch cache in ``ctx``)."""
         cache: dict[int, Floats] = ctx.memo(f"text.embedded:{self.variant}", dict)
         missing = [int(r) for r in rows if int(r) not in cache]
@@ -259,11 +273,18 @@ def load(folder: Path, meta: ModelMeta) -> ServedText:
     from app.inference.encoder import DIM, get_encoder
 
     where = f"model {meta.name} {meta.tag}"
-    spec = next((s for s in SPECS if s.name == meta.name), None)
-    if spec is None:
-        raise ConfigError(
-            f"{where}: no text model of that name (known: {', '.join(s.name for s in SPECS)})"
+    try:
+        spec = TextSpec(
+            meta.name,
+            str(meta.params["score"]),
+            str(meta.params["label"]),
+            tuple(str(f) for f in meta.params["text"]),
         )
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"{where} does not say which text it reads (params score, label, text): it was "
+            f"trained by an older Arbiter; retrain it (`arbiter train {meta.name}`)"
+        ) from None
     if meta.family != "text" or meta.kind != "multiclass":
         raise ConfigError(f"{where} is {meta.family}/{meta.kind}, not a text multiclass model")
     variant = meta.params.get("variant")
@@ -366,12 +387,12 @@ def _load_lexicon(
     return Lexicon(tuple(terms), idf), lex_weight
 
 
-def explain_words(served: ServedText, ticket: Ticket, top: int = 5) -> dict[str, Any]:
+def explain_words(served: ServedText, event: EventCore, top: int = 5) -> dict[str, Any]:
     """Which words carried the decision: each word is dropped in turn and the batch of
     variants re-embedded at once; a word's contribution is how much the winning class's
     logit falls without it (negative: the word argued against the winner). For
     ``arbiter explain``, not the hot path: one encoder pass over ~one text per word."""
-    words = ticket_text(ticket).split()[:MAX_OCCLUSION_WORDS]
+    words = text_of(event, served.spec.text).split()[:MAX_OCCLUSION_WORDS]
     if not words:
         return {"method": "word-occlusion", "label": "", "top": []}
     variants = [" ".join(words)] + [" ".join(words[:i] + words[i + 1 :]) for i in range(len(words))]

@@ -104,7 +104,7 @@ class Explained:
 
 
 async def explain(settings: Settings, event_id: str) -> Explained:
-    """The logged decision of ``event_id`` with its reasons; for ticket text models, which
+    """The logged decision of ``event_id`` with its reasons; for text models, which
     words moved the label (word occlusion, computed now with the version that scored it)."""
     async with _store(settings) as (registry, ledger):
         found = await ledger.find_decisions([event_id])
@@ -128,11 +128,14 @@ async def explain(settings: Settings, event_id: str) -> Explained:
 def _explain_words(
     settings: Settings, model: ModelRecord, payload: dict[str, Any]
 ) -> dict[str, Any]:
+    from app.declarations import served_by
     from app.inference import text
-    from schemas import Ticket
 
+    event_type = model.meta.name.split(".", 1)[0]
     try:
         served = load_served(settings.resolved_models_dir, model.meta)
-    except ConfigError as exc:
+        decoder = served_by(settings).models[event_type]
+    except (ConfigError, KeyError) as exc:
         return {"method": "word-occlusion", "error": str(exc), "top": []}
-    return text.explain_words(served, Ticket.model_validate(payload))  # type: ignore[arg-type]
+    assert isinstance(served, text.ServedText)
+    return text.explain_words(served, decoder.model_validate(payload))

@@ -23,7 +23,7 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,9 +33,10 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from app.declarations import served_by
+from app.declarations.spec import DeclaredModel
 from app.errors import ConfigError
 from app.inference import artifacts
-from app.inference.catalog import MODELS
 from app.processes.simulate import emit
 from app.settings import Settings
 from app.simulator.generate import generate
@@ -43,7 +44,7 @@ from app.store import tables
 from app.store.ledger import percentiles
 from app.store.registry import ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
-from app.trainer.jobs.first import train_first
+from app.trainer.jobs.first import can_train_first, train_first
 from app.trainer.service import RunOutcome, Trainer
 from app.values import BatchResult
 from app.wiring import Components, consume_loop, start_components
@@ -137,7 +138,12 @@ async def run_demo(
     stopped_early = True  # until the summary is printed
     try:
         await loop.run_in_executor(
-            None, _seed_models, first_models, settings.resolved_models_dir, say
+            None,
+            _seed_models,
+            first_models,
+            settings.resolved_models_dir,
+            served_by(settings).catalog(),
+            say,
         )
         async with start_components(settings, on_progress=say) as c:
             consume = consume_loop(c, listeners=[stats.on_batch])
@@ -269,12 +275,17 @@ def _prefixed(say: Callable[[str], None], target: str) -> Callable[[str], None]:
     return lambda message: say(f"trainer {target}: {message}")
 
 
-def _seed_models(first: Path, demo_models: Path, say: Callable[[str], None]) -> None:
+def _seed_models(
+    first: Path,
+    demo_models: Path,
+    catalog: Mapping[str, DeclaredModel],
+    say: Callable[[str], None],
+) -> None:
     """Fill the demo's models folder afresh from the first models, training those missing
     (once: they are kept in ``first`` for the next run). Versions are hard-linked where
     the filesystem allows: a version folder is never changed once written."""
     present = {m.name for m in artifacts.scan(first)} if first.is_dir() else set()
-    missing = [name for name in MODELS if name not in present]
+    missing = [m for n, m in catalog.items() if n not in present and can_train_first(m)]
     if missing:
         say(f"training the first models into {first} (once; about a minute)")
         train_first(first, missing, on_progress=say)
@@ -348,7 +359,7 @@ async def _story(c: Components) -> Story:
     runs = await TrainingStore(c.ledger.engine).runs(limit=10)
     registry = ModelRegistry(c.ledger.engine)
     serving = []
-    for name in MODELS:
+    for name in c.types.catalog():
         record = await registry.champion(name)
         if record is not None:
             promoted = any(r.model == name and r.status == "promoted" for r in runs)

@@ -264,6 +264,13 @@ def _generate(run: _Run) -> Iterator[SimEvent]:
         yield heapq.heappop(due)[2]
 
 
+# How many simulator events train a first model of each type the simulator knows (the
+# text heads of a ticket share theirs): enough for the planted patterns, minutes at most.
+FIRST_MODEL_EVENTS: Mapping[str, int] = MappingProxyType(
+    {"transaction": 30_000, "order": 20_000, "ticket": 2_000}
+)
+
+
 def training_set(
     event_type: str, n: int, *, seed: int = 1
 ) -> tuple[list[EventBase], list[Mapping[str, bool | str]]]:

@@ -1,5 +1,5 @@
-"""First champions at start-up: every shipped model gets one before the service scores
-anything (``arbiter run``, the demo, the tests' services).
+"""First champions at start-up: every served model the simulator can train gets one
+before the service scores anything (``arbiter run``, the demo, the tests' services).
 
 ``ensure_champions``: a name the registry has never seen adopts the complete versions
 found in the models folder (a baked-in image, a shared volume, a test fixture); failing
@@ -12,16 +12,16 @@ registered (``app.pipeline.models.load_in_service``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
 
+from app.declarations.spec import DeclaredModel
 from app.errors import ConfigError
 from app.inference import artifacts
-from app.inference.catalog import MODELS
 from app.store.registry import ModelRegistry, VersionExists
-from app.trainer.jobs.first import train_first
+from app.trainer.jobs.first import can_train_first, train_first
 from app.trainer.jobs.run import Progress
 from app.values import ModelMeta
 
@@ -31,17 +31,18 @@ log = structlog.get_logger("arbiter.models")
 async def ensure_champions(
     registry: ModelRegistry,
     models_dir: Path,
+    catalog: Mapping[str, DeclaredModel],
     *,
-    served: Collection[str] | None = None,
     on_progress: Progress | None = None,
 ) -> None:
-    """Give every shipped model a champion (those of ``served`` only, when given: the
-    models a process's declarations name): adopt from disk, else train v1. A model of a
-    type Arbiter does not ship waits for its own outcomes (the trainer trains it)."""
+    """Give every model of ``catalog`` (the served types' declared models) whose type the
+    simulator knows a champion: adopt from disk, else train v1. A model of another type
+    waits for its own outcomes: the trainer trains it, and until then decisions say it
+    is not trained yet."""
     say = on_progress or (lambda msg: log.info("models", step=msg))
-    missing: list[str] = []
-    for name in MODELS:
-        if served is not None and name not in served:
+    missing: list[DeclaredModel] = []
+    for name, model in catalog.items():
+        if not can_train_first(model):
             continue
         if await registry.champion(name) is not None:
             continue
@@ -51,7 +52,7 @@ async def ensure_champions(
                 f"`arbiter models promote {name} N` (see `arbiter models list {name}`)"
             )
         if not await _adopt(registry, models_dir, name, say):
-            missing.append(name)
+            missing.append(model)
     if not missing:
         return
     loop = asyncio.get_running_loop()

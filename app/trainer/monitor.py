@@ -147,7 +147,9 @@ def _population(
     """PSI of the watched features and the score, and the label rate; exported."""
     rows: list[features.Row] = []
     if reference.features:
-        rows = features.feature_rows(events[0].event_type, events, features.History())
+        numeric = [f.name for f in reference.features if f.kind == drift.NUMBER]
+        categorical = [f.name for f in reference.features if f.kind != drift.NUMBER]
+        rows = features.Rows(numeric, categorical).fresh_rows(events, features.History())
     binary = [v for v in labels if isinstance(v, bool)]
     report = drift.compare(
         reference,

@@ -26,7 +26,6 @@ from app.declarations.yamlsrc import (
 )
 from app.rules.authoring.cases import Expectation, RuleTest
 from app.rules.language.spec import RuleProblem, SourceRef
-from schemas import EVENT_MODELS
 
 TEST_KEYS = ("name", "event", "scores", "windows", "expect")
 
@@ -272,7 +271,7 @@ def _read_file(
 
 
 def read_tests(
-    rules_dir: Path, known_types: Collection[str] = tuple(EVENT_MODELS)
+    rules_dir: Path, known_types: Collection[str]
 ) -> tuple[list[RuleTest], list[RuleProblem]]:
     """Every test of every rule file in ``rules_dir`` (file-name order, then file order),
     and every problem with how a test is written."""

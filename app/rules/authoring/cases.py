@@ -2,8 +2,8 @@
 
 ``app.rules.authoring.case_reader`` builds ``RuleTest`` values from the ``tests:`` of a
 rule file; ``app.rules.authoring.testing`` runs them and fills in ``CaseResult``,
-``Coverage`` and ``RuleTestReport``. A test's ``event`` is merged onto the built-in valid
-sample event of its type (``SAMPLE_EVENTS``, ``deep_merge``). The file format is shown
+``Coverage`` and ``RuleTestReport``. A test's ``event`` is merged onto the ``example``
+its type's declaration gives (``deep_merge``). The file format is shown
 in ``app.rules.authoring.testing``.
 
 Pure: no I/O.
@@ -19,51 +19,6 @@ from typing import Any
 from app.declarations.yamlsrc import plain
 from app.rules.language.spec import RuleProblem, SourceRef
 from app.rules.runtime.result import RuleResult
-
-SAMPLE_EVENTS: Mapping[str, Mapping[str, Any]] = {
-    "transaction": {
-        "event_id": "test-transaction",
-        "occurred_at": "2026-03-02T12:00:00Z",
-        "attributes": {},
-        "account_id": "acct-test",
-        "amount": 42.0,
-        "currency": "EUR",
-        "merchant": "Corner Grocer",
-        "merchant_category": "grocery",
-        "channel": "card_present",
-        "country": "DE",
-        "card_country": "DE",
-        "device": {"device_id": "pos-test", "kind": "pos", "is_new": False},
-    },
-    "order": {
-        "event_id": "test-order",
-        "occurred_at": "2026-03-02T12:00:00Z",
-        "attributes": {},
-        "customer_id": "cust-test",
-        "items": [{"sku": "SKU-00001", "quantity": 1, "unit_price": 25.0}],
-        "total": 25.0,
-        "currency": "EUR",
-        "payment_method": "card",
-        "billing_country": "DE",
-        "shipping_country": "DE",
-        "first_order": False,
-    },
-    "ticket": {
-        "event_id": "test-ticket",
-        "occurred_at": "2026-03-02T12:00:00Z",
-        "attributes": {},
-        "customer_id": "cust-test",
-        "channel": "email",
-        "subject": "A question",
-        "body": "Hello, I have a question about your service.",
-        "customer_tier": "standard",
-    },
-}
-
-
-def sample_event(event_type: str) -> dict[str, Any]:
-    """A fresh copy of the sample event of ``event_type`` (JSON form)."""
-    return copy.deepcopy(dict(SAMPLE_EVENTS[event_type]))
 
 
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

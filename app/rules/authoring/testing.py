@@ -42,13 +42,12 @@ from app.rules.authoring.cases import (
     RuleTest,
     RuleTestReport,
     deep_merge,
-    sample_event,
 )
 from app.rules.language.spec import RuleSet
 from app.rules.loader import check_rules
 from app.rules.runtime.engine import RulesEngine
 from app.rules.runtime.result import RuleResult
-from schemas import EVENT_MODELS, EventCore
+from schemas import EventCore
 
 __all__ = ["build_fact", "compare", "coverage", "evaluate_tests", "format_action", "run_rule_tests"]
 
@@ -62,29 +61,21 @@ def _location(loc: Sequence[int | str]) -> str:
 Subjects = Mapping[str, tuple[type[EventCore], Mapping[str, Any]]]
 
 
-def shipped_subjects() -> dict[str, tuple[type[EventCore], Mapping[str, Any]]]:
-    return {t: (model, sample_event(t)) for t, model in EVENT_MODELS.items()}
-
-
 def subjects_of(types: EventTypes) -> dict[str, tuple[type[EventCore], Mapping[str, Any]]]:
-    """A served type's tests start from the shipped sample event of its type, or else
-    from the ``example`` its declaration gives (or nothing: the test writes it all)."""
-    shipped = shipped_subjects()
-    return {
-        t: (types.models[t], shipped[t][1] if t in shipped else types.spec(t).example or {})
-        for t in types.names
-    }
+    """A served type's tests start from the ``example`` its declaration gives (or from
+    nothing: the test then writes the whole event)."""
+    return {t: (types.models[t], types.spec(t).example or {}) for t in types.names}
 
 
 def build_fact(
     test: RuleTest,
     ruleset: RuleSet,
     score_types: Mapping[str, str],
-    subjects: Subjects | None = None,
+    subjects: Subjects,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The fact the engine sees for ``test`` (``{**event, "scores": ..., "windows": ...}``),
     or None and an error naming the field, score or window that is wrong."""
-    model, base = (subjects or shipped_subjects())[test.event_type]
+    model, base = subjects[test.event_type]
     merged = deep_merge(base, test.event)
     try:
         event = model.model_validate(merged)
@@ -201,11 +192,10 @@ def evaluate_tests(
     tests: Sequence[RuleTest],
     rulesets: Mapping[str, RuleSet],
     score_types: Mapping[str, Mapping[str, str]],
-    subjects: Subjects | None = None,
+    subjects: Subjects,
 ) -> list[CaseResult]:
     """Run ``tests`` against ``rulesets`` (one batch per event type); results in the
     order of ``tests``. A test whose ruleset is not in ``rulesets`` is an error."""
-    subjects = subjects or shipped_subjects()
     results: dict[int, CaseResult] = {}
     runnable: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for index, test in enumerate(tests):
@@ -257,11 +247,11 @@ def run_rule_tests(
     rules_dir: Path,
     field_types: Mapping[str, Mapping[str, str]],
     score_types: Mapping[str, Mapping[str, str]],
-    types: EventTypes | None = None,
+    types: EventTypes,
 ) -> RuleTestReport:
-    """Check the rule files in ``rules_dir``, run every test in them, measure coverage.
-    ``types``: the served event types (the shipped ones when not given)."""
-    subjects = subjects_of(types) if types is not None else shipped_subjects()
+    """Check the rule files in ``rules_dir``, run every test in them (against the served
+    event types ``types``), measure coverage."""
+    subjects = subjects_of(types)
     rulesets, problems = check_rules(rules_dir, field_types, score_types)
     tests, test_problems = read_tests(rules_dir, known_types=tuple(subjects))
     tests = [t for t in tests if t.event_type in field_types]

@@ -1,4 +1,4 @@
-"""Fitting a tabular model (``transaction.fraud``, ``order.risk``): one scikit-learn
+"""Fitting a tabular model (a declared model of ``kind: tabular``): one scikit-learn
 Pipeline, the artifact that ``app.inference.tabular`` loads and serves.
 
 - ``fit`` (first models, tests, benchmarks): the columns are discovered from the rows
@@ -34,17 +34,19 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from app.declarations.spec import DeclaredModel
 from app.inference import features
 from app.inference.features import Row
 from app.inference.tabular import (
+    COLUMNS,
     MODEL_FILE,
     QuantileClipper,
-    TabularSpec,
     pipeline_input,
     rows_in_order,
 )
 from app.inference.tabular_fast import one_openmp_thread
-from schemas import EventBase
+from app.trainer.jobs.dataset import target
+from schemas import EventCore
 
 Array = npt.NDArray[Any]
 
@@ -151,7 +153,7 @@ def discover_columns(rows: Sequence[Row]) -> tuple[tuple[str, ...], tuple[str, .
 class FittedTabular:
     """A freshly trained tabular model (``base.Fitted``); ``write`` stores the Pipeline."""
 
-    spec: TabularSpec
+    spec: DeclaredModel
     pipeline: Pipeline
     estimator: str
     numeric: tuple[str, ...]
@@ -182,6 +184,7 @@ class FittedTabular:
         return {
             "estimator": self.estimator,
             "score": self.spec.score,
+            "columns": COLUMNS,
             "numeric": list(self.numeric),
             "categorical": list(self.categorical),
             "reference": dict(self.reference),
@@ -208,8 +211,13 @@ def _reference(
     return reference
 
 
-def _outcome(label: Mapping[str, Any] | bool, key: str) -> bool:
-    return bool(label[key]) if isinstance(label, Mapping) else bool(label)
+def _outcome(label: Mapping[str, Any] | bool, model: DeclaredModel) -> bool:
+    if not isinstance(label, Mapping):
+        return bool(label)
+    found = target(model, label)
+    if not isinstance(found, bool):
+        raise ValueError(f"{model.name}: the labels {dict(label)} say nothing it can learn")
+    return found
 
 
 def imbalance_weights(y: Array) -> Array:
@@ -228,7 +236,7 @@ def imbalance_weights(y: Array) -> Array:
 
 
 def fit_rows(
-    spec: TabularSpec,
+    spec: DeclaredModel,
     rows: Sequence[Row],
     y: Array,
     *,
@@ -288,8 +296,8 @@ def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def fit(
-    spec: TabularSpec,
-    events: Sequence[EventBase],
+    spec: DeclaredModel,
+    events: Sequence[EventCore],
     labels: Sequence[Mapping[str, Any] | bool],
     *,
     estimator: str = "hgb",
@@ -297,14 +305,14 @@ def fit(
 ) -> FittedTabular:
     """Train ``estimator`` on the oldest 75 % of ``events``; measure on the newest 25 %.
 
-    ``labels``: per event, its outcome (``True`` = positive) or a label dict holding
-    ``spec.label`` (what ``simulator.generate.training_set`` returns).
+    ``labels``: per event, its outcome (``True`` = positive) or its labels, read as the
+    declaration's ``predicts:`` says (what ``simulator.generate.training_set`` returns).
     """
     if len(events) != len(labels):
         raise ValueError(f"{len(events)} events but {len(labels)} labels")
     order = sorted(range(len(events)), key=lambda i: events[i].occurred_at)
     ordered = [events[i] for i in order]
-    y_all = np.asarray([_outcome(labels[i], spec.label) for i in order], dtype=int)
+    y_all = np.asarray([_outcome(labels[i], spec) for i in order], dtype=int)
     cut = int(len(ordered) * (1 - HOLDOUT_SHARE))
     y_train, y_test = y_all[:cut], y_all[cut:]
     positives = int(y_train.sum())

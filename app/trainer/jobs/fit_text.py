@@ -1,5 +1,7 @@
-"""Fitting the ticket text heads (``ticket.category``, ``ticket.urgency``,
-``ticket.sentiment``) that ``app.inference.text`` serves.
+"""Fitting the text heads of one event type (the declared models of ``kind: text``, such
+as ``ticket.category``, ``ticket.urgency`` and ``ticket.sentiment``) that
+``app.inference.text`` serves. The heads of a type share one encoder pass, so they fit
+together.
 
 Each head is fit by scikit-learn on the sentence embeddings together with TF-IDF
 columns of the same text (``fit_lexicon``, ``fit_head``) and kept as plain arrays;
@@ -28,16 +30,15 @@ from app.errors import ConfigError
 from app.inference.text import (
     HEAD_FILE,
     LEXICON_OPTIONS,
-    SPECS,
     VOCAB_FILE,
     Floats,
     Head,
     Lexicon,
     TextSpec,
     softmax,
-    ticket_texts,
+    texts_of,
 )
-from schemas import Ticket
+from schemas import EventCore
 
 if TYPE_CHECKING:
     from app.inference.encoder import Encoder
@@ -219,6 +220,7 @@ class FittedText:
 class _Split:
     """Training data cut by time: the oldest 75 % train, the newest 25 % is the holdout."""
 
+    specs: tuple[TextSpec, ...]
     train: list[str]
     holdout: list[str]
     y_train: dict[str, list[str]]
@@ -256,7 +258,7 @@ def _trial(
     accuracy: dict[str, float] = {}
     macro_f1: dict[str, float] = {}
     holdout_proba: dict[str, Floats] = {}
-    for spec in SPECS:
+    for spec in data.specs:
         head = fit_head(x_train, data.y_train[spec.name], lexicon, lexical[0])
         logits = head.logits(x_holdout, lexical[1])
         holdout_proba[spec.name] = head.proba(x_holdout, lexical[1])
@@ -269,7 +271,13 @@ def _trial(
     return _Trial(encoder.variant, heads, accuracy, macro_f1, holdout_proba)
 
 
-def _split(events: Sequence[Ticket], labels: Sequence[Mapping[str, bool | str]]) -> _Split:
+def _split(
+    specs: Sequence[TextSpec],
+    events: Sequence[EventCore],
+    labels: Sequence[Mapping[str, bool | str]],
+) -> _Split:
+    if not specs or len({spec.text for spec in specs}) != 1:
+        raise ValueError("fit_all fits the text models of one type, reading the same fields")
     if len(events) != len(labels):
         raise ValueError(f"{len(events)} events but {len(labels)} label records")
     order = sorted(range(len(events)), key=lambda i: events[i].occurred_at)
@@ -277,9 +285,9 @@ def _split(events: Sequence[Ticket], labels: Sequence[Mapping[str, bool | str]])
     if cut < 20 or len(order) - cut < 10:
         raise ValueError(f"need at least 40 labelled tickets to fit and gate, got {len(order)}")
     train_idx, holdout_idx = order[:cut], order[cut:]
-    texts = ticket_texts(events)
+    texts = texts_of(events, specs[0].text)
     y_train, y_holdout = {}, {}
-    for spec in SPECS:
+    for spec in specs:
         try:
             y_train[spec.name] = [str(labels[i][spec.label]) for i in train_idx]
             y_holdout[spec.name] = [str(labels[i][spec.label]) for i in holdout_idx]
@@ -287,6 +295,7 @@ def _split(events: Sequence[Ticket], labels: Sequence[Mapping[str, bool | str]])
             raise ValueError(f"a label record lacks {spec.label!r} for {spec.name}") from exc
     first, last = events[train_idx[0]], events[train_idx[-1]]
     return _Split(
+        specs=tuple(specs),
         train=[texts[i] for i in train_idx],
         holdout=[texts[i] for i in holdout_idx],
         y_train=y_train,
@@ -326,7 +335,7 @@ def _add_cascade(
     ticket on to the encoder, and put both into ``chosen``'s heads."""
     say("cascade: TF-IDF-only first stage and the confidence that sends a ticket on")
     train_lex, holdout_lex = lexical
-    students = {s.name: fit_student(train_lex, data.y_train[s.name]) for s in SPECS}
+    students = {s.name: fit_student(train_lex, data.y_train[s.name]) for s in data.specs}
     student_proba = {
         n: softmax(np.asarray(holdout_lex @ w.T, dtype=np.float32) + b)
         for n, (w, b) in students.items()
@@ -355,7 +364,8 @@ def _load_only(
 
 
 def fit_all(
-    events: Sequence[Ticket],
+    specs: Sequence[TextSpec],
+    events: Sequence[EventCore],
     labels: Sequence[Mapping[str, bool | str]],
     *,
     variants: Sequence[str] = DEFAULT_VARIANTS,
@@ -365,7 +375,8 @@ def fit_all(
     with_lexicon: bool = True,
     only: str | None = None,
 ) -> dict[str, FittedText]:
-    """Fit the three heads and choose the encoder variant they serve with.
+    """Fit the heads of ``specs`` (text models of one type, reading the same text) and
+    choose the encoder variant they serve with.
 
     ``only``: fit on that one variant and serve it, comparing nothing (the trainer's
     refresh keeps the variant the champion serves with: a new comparison is for
@@ -386,7 +397,7 @@ def fit_all(
     say = on_progress or (lambda _msg: None)
     if only is None and "fp32" not in variants:
         raise ValueError("variants must include fp32: it is the quality baseline")
-    data = _split(events, labels)
+    data = _split(specs, events, labels)
     if only is not None:
         encoders, speed = _load_only(only, data.holdout[:SPEED_TEXTS], say, cache_dir)
     else:
@@ -436,7 +447,7 @@ def fit_all(
             f"({cascade['share']:.0%} of holdout tickets)"
         )
     fitted: dict[str, FittedText] = {}
-    for spec in SPECS:
+    for spec in specs:
         metrics = {
             "accuracy": chosen.accuracy[spec.name],
             "macro_f1": chosen.macro_f1[spec.name],
@@ -453,6 +464,6 @@ def fit_all(
             metrics["cascade_encoded_share"] = cascade["share"]
             metrics["cascade_threshold"] = cascade["threshold"]
         fitted[spec.name] = FittedText(
-            spec, chosen.heads[spec.name], metrics, dict(params), data.window
+            spec, chosen.heads[spec.name], metrics, {**params, **spec.params}, data.window
         )
     return fitted

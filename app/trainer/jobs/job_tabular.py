@@ -1,5 +1,5 @@
-"""A tabular model's training run (``job.run_job`` for ``transaction.fraud`` and
-``order.risk``), and the drift reference every tabular version carries."""
+"""A tabular model's training run (``job.run_job`` for a declared model of ``kind:
+tabular``), and the drift reference every tabular version carries."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ IMPORTANCES_SHOWN = 15
 def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
     limits, run_id = job.limits, job.run_ids[name]
     declared = job.declared[name]
-    spec = tabular.spec_of(declared)
     say(f"{name}: building the dataset from {len(job.records):,} labelled decisions")
     examples, cleaning = build_examples(declared, job.records, max_rows=limits.max_rows)
     try:
@@ -45,7 +44,7 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
 
     say(f"{name}: feature rows ({len(split.train):,} train, {len(split.holdout):,} holdout)")
     ordered = [*split.train, *split.holdout]
-    rows = tabular.rows_in_order(spec, [e.event for e in ordered])
+    rows = tabular.rows_in_order(declared, [e.event for e in ordered])
     cut = len(split.train)
     train_rows, holdout_rows = rows[:cut], rows[cut:]
     y_train = np.asarray([int(bool(e.target)) for e in split.train])
@@ -54,9 +53,7 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
         y_train, [e.occurred_at for e in split.train], half_life_days=limits.half_life_days
     )
 
-    numeric, categorical = features.model_columns(
-        declared, *fit_tabular.discover_columns(train_rows)
-    )
+    numeric, categorical = fit_tabular.discover_columns(train_rows)
     say(f"{name}: feature selection over {len(numeric) + len(categorical)} input columns")
     selection = select_features(
         train_rows,
@@ -86,7 +83,7 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
     say(f"{name}: refitting {best.estimator} {best.params} on all training rows")
     started = time.perf_counter()
     fitted = fit_tabular.fit_rows(
-        spec,
+        declared,
         train_rows,
         y_train,
         numeric=selection.numeric,
@@ -170,9 +167,9 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
 
 def watched_columns(ranking: dict[str, float], columns: Sequence[str]) -> list[str]:
     """The input columns the drift monitor watches: the most informative ones, leaving
-    out features computed from a party's earlier events (``*_vs_recent``), whose share
-    of missing values depends on how much history a window holds, not on the world."""
-    usable = [c for c in columns if not c.endswith("_vs_recent")]
+    out features computed from a party's earlier events (``vs_recent_mean(...)``), whose
+    share of missing values depends on how much history a window holds, not on the world."""
+    usable = [c for c in columns if not c.startswith(features.RECENT + "(")]
     return sorted(usable, key=lambda c: -ranking.get(c, 0.0))[:DRIFT_FEATURES]
 
 

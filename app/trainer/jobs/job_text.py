@@ -1,6 +1,6 @@
-"""The ticket heads' training run (``job.run_job`` for ``ticket``): the three heads refit
-together from agent-confirmed tickets in one encoder pass, each judged against its own
-champion on the same holdout."""
+"""A type's text models' training run (``job.run_job`` for an event type, e.g.
+``ticket``): its heads refit together from labelled events in one encoder pass, each
+judged against its own champion on the same holdout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.inference import artifacts, features, text
+from app.inference import artifacts, text
 from app.inference.loading import load_served
 from app.trainer.jobs import drift, fit_text
 from app.trainer.jobs.conclude import conclude, windows
@@ -17,25 +17,17 @@ from app.trainer.jobs.dataset import Example, NotEnoughData, Split, build_exampl
 from app.trainer.jobs.evaluate import PRIMARY, multiclass_metrics, verdict
 from app.trainer.jobs.run import Amended, Judgement, ModelResult, Progress, TrainJob
 from app.trainer.report.report import Confusion
-from schemas import Ticket
 
 
 def run_text(job: TrainJob, say: Progress) -> list[ModelResult]:
     limits = job.limits
     names = job.models
-    if job.target != text.EVENT_TYPE:
-        raise ValueError(
-            f"the text models of {job.target!r} cannot be trained yet: Arbiter trains the "
-            f"text models of {text.EVENT_TYPE!r} only (docs/events.md, models); declare "
-            "tabular models for this type meanwhile"
-        )
+    specs = [text.TextSpec.of(job.declared[n]) for n in names]
     # One dataset for the three heads: tickets whose outcome settles every label.
     per_head: dict[str, dict[str, Example]] = {}
     cleaning: dict[str, dict[str, int]] = {}
     for name in names:
-        examples, clean = build_examples(
-            job.declared[name], job.records, max_rows=None, event_model=Ticket
-        )
+        examples, clean = build_examples(job.declared[name], job.records, max_rows=None)
         per_head[name] = {e.event_id: e for e in examples}
         cleaning[name] = clean.as_dict()
     common = set.intersection(*(set(found) for found in per_head.values()))
@@ -56,34 +48,31 @@ def run_text(job: TrainJob, say: Progress) -> list[ModelResult]:
             for n in names
         ]
     ordered = [*split.train, *split.holdout]
-    tickets = [e.event for e in ordered]
-    labels = [{_label(n): str(per_head[n][e.event_id].target) for n in names} for e in ordered]
+    events = [e.event for e in ordered]
+    labels = [
+        {spec.label: str(per_head[spec.name][e.event_id].target) for spec in specs} for e in ordered
+    ]
     champions = {n: job.champions.get(n) for n in names}
     variant = next(
         (str(m.params.get("variant")) for m in champions.values() if m is not None),
         "fp32",
     )
-    say(f"ticket heads: fitting on {len(split.train):,} tickets ({variant} encoder)")
+    say(f"{job.target} text heads: fitting on {len(split.train):,} events ({variant} encoder)")
     fitted = fit_text.fit_all(
-        [t for t in tickets if isinstance(t, Ticket)],
+        specs,
+        events,
         labels,
         only=variant,
         on_progress=say,
     )
-    holdout_texts = [
-        features.ticket_text(e.event) for e in split.holdout if isinstance(e.event, Ticket)
-    ]
+    holdout_texts = text.texts_of([e.event for e in split.holdout], specs[0].text)
     shared = _Holdout(split, holdout_texts, per_head, {})
     return [_judge_head(job, name, fitted[name], shared, cleaning[name], say) for name in names]
 
 
-def _label(model: str) -> str:
-    return model.split(".", 1)[1]
-
-
 @dataclass(frozen=True)
 class _Holdout:
-    """What the three heads are judged on, shared: the split, the holdout texts, each
+    """What the heads are judged on, shared: the split, the holdout texts, each
     head's examples by event id and the holdout embeddings per encoder variant."""
 
     split: Split
@@ -107,7 +96,7 @@ def _judge_head(
         Amended(
             fitted, dict(fitted.metrics), {"drift": reference.to_json(), "trainer_run": run_id}
         ),
-        trained_on=f"agent-confirmed tickets: {len(split.train):,} (run {run_id})",
+        trained_on=f"labelled {job.target} events: {len(split.train):,} (run {run_id})",
         window=split.train_window,
     )
     challenger = load_served(job.models_dir, meta)
