@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.declarations import DeclaredModel
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,3 +39,10 @@ def append_results(section: str) -> int:
         out.write(section)
     print(f"\nappended to {RESULTS.relative_to(REPO)}")
     return 0
+
+
+def shipped_catalog() -> dict[str, DeclaredModel]:
+    """The models the shipped declarations (schemas/*.yaml) name, by name."""
+    from app.declarations import served_types
+
+    return served_types(REPO / "schemas", ("order", "ticket", "transaction")).catalog()

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import git_commit
+from benchlib import git_commit, shipped_catalog
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -540,7 +540,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Figure]:
         models_dir = args.models_dir or root / "models"
         print(f"models: {models_dir} (training if absent) …", flush=True)
         t0 = time.perf_counter()
-        await asyncio.get_running_loop().run_in_executor(None, train_missing, models_dir)
+        await asyncio.get_running_loop().run_in_executor(
+            None, train_missing, models_dir, shipped_catalog()
+        )
         # Load them once here, as the bench always has: the text encoder's one-time load
         # (~2 s, shared by the process) then falls before the arbiter's clock starts, so
         # queue+process on the pre-filled topic compares with earlier rows.

@@ -41,15 +41,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import append_results, git_commit
+from benchlib import append_results, git_commit, shipped_catalog
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
+from app.declarations import DeclaredModel
 from app.inference import artifacts, features, tabular
 from app.inference.features import History, Row
 from app.simulator.generate import training_set
 from app.trainer.jobs import fit_tabular
+from app.trainer.jobs.dataset import target
 from schemas import Transaction
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,7 +144,7 @@ def explanation_cost(model: tabular.ServedTabular, rows: Sequence[Row], repeat: 
 
 
 def first_model_row(event: Any) -> list[float]:
-    """The first models' fixed-width row (before ``feature_rows``): the baseline's input."""
+    """The first models' fixed-width row (before ``model_rows``): the baseline's input."""
     hour = event.occurred_at.astimezone(dt.UTC).hour
     if isinstance(event, Transaction):
         category = event.merchant_category
@@ -170,13 +172,11 @@ def first_model_row(event: Any) -> list[float]:
     ]
 
 
-def first_model_auc(
-    spec: tabular.TabularSpec, events: Sequence[Any], labels: Sequence[Any]
-) -> float:
+def first_model_auc(spec: DeclaredModel, events: Sequence[Any], labels: Sequence[Any]) -> float:
     """The baseline: the first models' HGB on fixed-width rows, same split and weights."""
     order = sorted(range(len(events)), key=lambda i: events[i].occurred_at)
     x = np.asarray([first_model_row(events[i]) for i in order], dtype=np.float64)
-    y = np.asarray([bool(labels[i][spec.label]) for i in order], dtype=int)
+    y = np.asarray([target(spec, labels[i]) is True for i in order], dtype=int)
     cut = int(len(y) * (1 - fit_tabular.HOLDOUT_SHARE))
     positives = int(y[:cut].sum())
     weight = np.sqrt(np.where(y[:cut] == 1, (cut - positives) / positives, 1.0))
@@ -195,7 +195,7 @@ def training_table(args: argparse.Namespace) -> tuple[str, dict[str, fit_tabular
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     kept: dict[str, fit_tabular.FittedTabular] = {}
-    for spec in tabular.SPECS:
+    for spec in [m for m in shipped_catalog().values() if m.family == "tabular"]:
         n = args.train if spec.event_type == "transaction" else int(args.train * 2 / 3)
         events, labels = training_set(spec.event_type, n, seed=1)
         baseline = first_model_auc(spec, events, labels)
@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     training, fitted = training_table(args)
     stream, _ = training_set("transaction", args.events, seed=11)
     t0 = time.perf_counter()
-    rows = features.feature_rows("transaction", stream, History())
+    rows = features.model_rows(shipped_catalog()["transaction.fraud"], stream, History())
     row_rate = len(rows) / (time.perf_counter() - t0)
 
     rates: list[Rates] = []
@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{rates_table(rates)}\n\n"
         f"- explanations, extra time per batch of {EXPLAIN_BATCH} (median): "
         + "; ".join(costs)
-        + f"\n- feature rows (`feature_rows`, with history): {row_rate:,.0f} transactions/s\n\n"
+        + f"\n- feature rows (`model_rows`, with history): {row_rate:,.0f} transactions/s\n\n"
         f"{training}\n\n{text_section()}"
     )
     print()

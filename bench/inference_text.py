@@ -21,13 +21,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import shipped_catalog
 
 from app.errors import ConfigError
 from app.inference import encoder as enc
 from app.inference import text
-from app.inference.features import ticket_text
 from app.simulator.generate import training_set
 from app.trainer.jobs import fit_text
+
+# The ticket's text models as schemas/ticket.yaml declares them.
+SPECS = [text.TextSpec.of(m) for m in shipped_catalog().values() if m.family == "text"]
 
 TRAIN_N = 1500
 BATCH_1_TEXTS = 64
@@ -49,7 +52,7 @@ def _tfidf_accuracy(
     from sklearn.pipeline import Pipeline
 
     out = []
-    for spec in text.SPECS:
+    for spec in SPECS:
         model = Pipeline(
             [
                 ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)),
@@ -67,10 +70,10 @@ def run_text_bench(n: int = 512, threads: int | None = None) -> list[str]:
         enc.configure_threads(threads)
     train_events, train_labels = training_set("ticket", TRAIN_N, seed=1)
     test_events, test_labels = training_set("ticket", n, seed=2)
-    train = [ticket_text(e) for e in train_events]  # type: ignore[arg-type]
-    test = [ticket_text(e) for e in test_events]  # type: ignore[arg-type]
-    y_train = {s.name: [str(lb[s.label]) for lb in train_labels] for s in text.SPECS}
-    y_test = {s.name: [str(lb[s.label]) for lb in test_labels] for s in text.SPECS}
+    train = text.texts_of(train_events, SPECS[0].text)
+    test = text.texts_of(test_events, SPECS[0].text)
+    y_train = {s.name: [str(lb[s.label]) for lb in train_labels] for s in SPECS}
+    y_test = {s.name: [str(lb[s.label]) for lb in test_labels] for s in SPECS}
     cache = Path(tempfile.mkdtemp(prefix="arbiter-bench-onnx-"))
 
     lines = [
@@ -102,7 +105,7 @@ def run_text_bench(n: int = 512, threads: int | None = None) -> list[str]:
             reference = x_test
         cosine = (x_test * reference).sum(axis=1)
         accuracy = []
-        for spec in text.SPECS:
+        for spec in SPECS:
             truth = np.asarray(y_test[spec.name])
             served = fit_text.fit_head(x_train, y_train[spec.name], lexicon, lex_train)
             alone = fit_text.fit_head(x_train, y_train[spec.name])

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchlib import RESULTS, append_results, git_commit
+from benchlib import RESULTS, append_results, git_commit, shipped_catalog
 
 from app.rules.language.spec import RuleSet
 from app.rules.loader import check_rules, load_rulesets
@@ -438,7 +438,9 @@ async def e2e_runs(args: argparse.Namespace, work: Path) -> dict[str, list[Any]]
     configure_logging("console", "error")  # e2e dead-letters 2 %: one line each
     models_dir = args.models_dir or work / "models"
     print(f"e2e: models {models_dir} (training if absent) …", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, train_missing, models_dir)
+    await asyncio.get_running_loop().run_in_executor(
+        None, train_missing, models_dir, shipped_catalog()
+    )
     folders = {"off": rules_off_folder(work / "rules-off"), "on": SHIPPED_RULES}
     figs: dict[str, list[Any]] = {"off": [], "on": []}
     for attempt in range(args.e2e_repeat):

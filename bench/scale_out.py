@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import append_results, git_commit
+from benchlib import append_results, git_commit, shipped_catalog
 
 from app.processes.simulate import emit
 from app.settings import EVENT_TYPES
@@ -428,7 +428,9 @@ async def main_async(args: argparse.Namespace) -> list[Figure]:
         root = Path(tmp)
         models_dir = args.models_dir or Path(tempfile.gettempdir()) / "arbiter-scale-bench-models"
         print(f"models: {models_dir} (training if absent) …", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, train_missing, models_dir)
+        await asyncio.get_running_loop().run_in_executor(
+            None, train_missing, models_dir, shipped_catalog()
+        )
         for round_ in range(args.repeat):
             order = procs if round_ % 2 == 0 else list(reversed(procs))
             for k in order:

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.declarations import DeclaredModel, load_declarations, model_catalog
+from app.declarations import DeclaredModel
 from app.inference import tabular
 from app.inference.tabular_fast import one_openmp_thread
 from app.simulator.generate import labelled_events
@@ -53,17 +53,14 @@ from app.trainer.jobs import fit_tabular
 from app.trainer.jobs.evaluate import binary_metrics
 from app.trainer.jobs.job import run_job
 from app.trainer.jobs.run import Limits, Record, TrainJob
-from bench.benchlib import REPO, append_results, git_commit
+from bench.benchlib import REPO, append_results, git_commit, shipped_catalog
 
 MODEL = "transaction.fraud"
 
 
 def shipped_model(name: str) -> DeclaredModel:
     """A model as schemas/*.yaml declares it."""
-    declarations, problems = load_declarations(REPO / "schemas")
-    if problems:
-        raise SystemExit("\n".join(str(p) for p in problems))
-    return model_catalog(d.spec for d in declarations.values())[name]
+    return shipped_catalog()[name]
 
 
 QUICK_SIZE = 3_000
