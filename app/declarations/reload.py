@@ -259,6 +259,8 @@ def _read_by_models(before: DeclaredType, after: DeclaredType) -> list[str]:
     reasons: list[str] = []
     new_models = {m.name: m for m in new_spec.models}
     for model in old_spec.models:
+        if model.name not in new_models:
+            continue  # a model removed (with its features or label) reads nothing now
         where = f"model '{model.name}'"
         for field_name in _features(old_spec, model):
             paths = [p for p in old_kinds if p == field_name or p.startswith(field_name + ".")]
@@ -278,7 +280,7 @@ def _read_by_models(before: DeclaredType, after: DeclaredType) -> list[str]:
                         f"{old_spec.name}: field '{field_name}' is no longer 'text: true', but "
                         f"{where} reads it as text — keep 'text: true' on it"
                     )
-        reasons += _label_changes(old_spec, new_spec, model, new_models.get(model.name))
+        reasons += _label_changes(old_spec, new_spec, model, new_models[model.name])
     return reasons
 
 
@@ -297,15 +299,15 @@ def _features(spec: TypeSpec, model: ModelSpec) -> list[str]:
 
 
 def _label_changes(
-    old_spec: TypeSpec, new_spec: TypeSpec, model: ModelSpec, now: ModelSpec | None
+    old_spec: TypeSpec, new_spec: TypeSpec, model: ModelSpec, now: ModelSpec
 ) -> list[str]:
     old_label = old_spec.label(model.label)
     new_label = new_spec.label(model.label)
     where = f"model '{model.name}'"
-    if new_label is None:
+    if new_label is None:  # the loader refuses a model of an undeclared label: belt and braces
         return [
             f"{old_spec.name}: label '{model.label}' is removed, but {where} predicts it — "
-            f"keep the label (or remove the model with it, under a new model name)"
+            "keep the label, or remove the model with it"
         ]
     if old_label is not None and (
         old_label.type != new_label.type or set(old_label.values) - set(new_label.values)
@@ -315,7 +317,7 @@ def _label_changes(
             f"{_describe(new_label)}), but {where} predicts it — keep it as it was, or "
             "declare a new label and a new model for it"
         ]
-    if now is not None and (now.label, now.kind, now.positive, now.classes) != (
+    if (now.label, now.kind, now.positive, now.classes) != (
         model.label,
         model.kind,
         model.positive,
