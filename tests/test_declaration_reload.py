@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from prometheus_client import REGISTRY
 
 from app.declarations import EventTypes, served_types
@@ -413,6 +414,17 @@ def test_a_watcher_with_no_interval_never_looks(old, tmp_path) -> None:
 # -- under the real service
 
 
+WITH_CHANNEL = _edit(
+    "  student: boolean\n",
+    "  student: boolean\n  channel: {type: enum, values: [web, branch], required: false}\n",
+    SERVED_LOAN,
+)
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
 def _reloads(result: str) -> float:
     value = REGISTRY.get_sample_value("arbiter_declarations_reloads_total", {"result": result})
     return value or 0.0
@@ -452,6 +464,22 @@ async def test_a_running_service_takes_a_compatible_change_and_refuses_a_breakin
         auto_migrate=True,
     )
     applied, refused = _reloads("applied"), _reloads("refused")
+    with structlog.testing.capture_logs() as logs:
+        await _serve_and_change(settings, broker, declaration)
+    assert _reloads("applied") == applied + 1
+    assert _reloads("refused") == refused + 1
+    [reloaded] = [e for e in logs if e["event"] == "declarations reloaded"]
+    assert reloaded["types"] == ["loan"]
+    [refusal] = [e for e in logs if e["event"].startswith("declarations refused")]
+    assert refusal["log_level"] == "error"
+    assert any(
+        p.startswith("loan: field 'balance' is removed, but rule 'decline_high_balance'")
+        for p in refusal["problems"]
+    ), refusal["problems"]
+
+
+async def _serve_and_change(settings: Settings, broker: EmbeddedBroker, declaration: Path) -> None:
+    applied, refused = _reloads("applied"), _reloads("refused")
     async with start_components(settings) as c:
         loop = consume_loop(c)
         task = asyncio.create_task(loop.run())
@@ -473,14 +501,7 @@ async def test_a_running_service_takes_a_compatible_change_and_refuses_a_breakin
             assert "channel" in early.json()["detail"]
 
             # A compatible change: a new optional field.
-            declaration.write_text(
-                _edit(
-                    "  student: boolean\n",
-                    "  student: boolean\n"
-                    "  channel: {type: enum, values: [web, branch], required: false}\n",
-                    SERVED_LOAN,
-                )
-            )
+            _write(declaration, WITH_CHANNEL)
             await _until(lambda: _reloads("applied") > applied, "the declarations reload")
             assert c.types.spec("loan").field("channel") is not None
             await produce(broker.bootstrap, [as_sim(loan(2, "c-2", channel="web"))])
@@ -500,9 +521,7 @@ async def test_a_running_service_takes_a_compatible_change_and_refuses_a_breakin
 
             # A breaking change: the field rule decline_high_balance reads is removed.
             serving = c.types
-            declaration.write_text(
-                _edit("  balance: {type: number, min: 0}\n", "", declaration.read_text())
-            )
+            _write(declaration, _edit("  balance: {type: number, min: 0}\n", "", WITH_CHANNEL))
             await _until(lambda: _reloads("refused") > refused, "the refusal")
             assert c.types is serving
             await produce(broker.bootstrap, [as_sim(loan(5, "c-5", balance=90000.0))])
@@ -516,5 +535,3 @@ async def test_a_running_service_takes_a_compatible_change_and_refuses_a_breakin
             assert over_http.json()["decision"] == "decline"
         loop.stop()
         await task
-    assert _reloads("applied") == applied + 1
-    assert _reloads("refused") == refused + 1
