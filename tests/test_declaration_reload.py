@@ -18,7 +18,7 @@ from app.declarations import EventTypes, served_types
 from app.declarations.reload import DeclarationsWatcher, incompatible
 from app.ops.keys import KeyStore
 from app.rules.loader import load_rulesets
-from app.rules.reload import fields_read, rules_check, vocabulary
+from app.rules.reload import RulesWatcher, fields_read, rules_check, vocabulary
 from app.settings import Settings
 from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
@@ -276,7 +276,9 @@ def test_a_new_class_for_a_multi_class_model_is_refused(old, rules_dir, tmp_path
         "grade: {type: enum, values: [a, b, c]}", "grade: {type: enum, values: [a, b, c, d]}"
     )
     [reason] = _why(old, _new(tmp_path, text), rules_dir)
-    assert reason.startswith("loan: model 'grade' changed what it predicts or how")
+    assert reason.startswith(
+        "loan: model 'grade' changed what it predicts or how (classes a, b, c → a, b, c, d)"
+    )
     assert "declare the new one under a new model name" in reason
 
 
@@ -535,3 +537,38 @@ async def _serve_and_change(settings: Settings, broker: EmbeddedBroker, declarat
             assert over_http.json()["decision"] == "decline"
         loop.stop()
         await task
+
+
+def test_a_rule_change_refused_for_a_field_not_yet_declared_is_taken_with_the_declaration(
+    old, tmp_path
+) -> None:
+    """The rules watcher follows the declarations: a rule file refused because it reads a
+    field that is not declared yet is checked again once the declaration that adds it is
+    taken."""
+    rules = _folder(tmp_path, "rules", RULES)
+    watcher = RulesWatcher(rules, *vocabulary(old), interval_s=0.001)
+    reads_channel = RULES + (
+        "  - name: review_branch\n"
+        "    when: {field: channel, eq: branch}\n"
+        "    decision: review\n"
+        "    reason: In a branch.\n"
+    )
+    (rules / "loan.yaml").write_text(reads_channel, encoding="utf-8")
+    watcher._next = 0.0
+    refused = watcher.poll()
+    assert refused is not None
+    assert refused.rulesets is None
+    assert any("channel" in str(p) for p in refused.problems)
+    with_channel = _new(
+        tmp_path,
+        _edit(
+            "  student: boolean\n",
+            "  student: boolean\n  channel: {type: string, required: false}\n",
+        ),
+    )
+    watcher.set_vocabulary(*vocabulary(with_channel))
+    watcher._next = 0.0
+    taken = watcher.poll()
+    assert taken is not None
+    assert taken.rulesets is not None
+    assert [r.name for r in taken.rulesets["loan"].rules][-1] == "review_branch"

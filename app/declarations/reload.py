@@ -317,18 +317,29 @@ def _label_changes(
             f"{_describe(new_label)}), but {where} predicts it — keep it as it was, or "
             "declare a new label and a new model for it"
         ]
-    if (now.label, now.kind, now.positive, now.classes) != (
-        model.label,
-        model.kind,
-        model.positive,
-        model.classes,
-    ):
+    changes = [
+        f"{what} {_plain(was)} → {_plain(is_now)}"
+        for what, was, is_now in (
+            ("label", model.label, now.label),
+            ("kind", model.kind, now.kind),
+            ("positive", model.positive, now.positive),
+            ("classes", model.classes, now.classes),
+        )
+        if was != is_now
+    ]
+    if changes:
         return [
-            f"{old_spec.name}: {where} changed what it predicts or how (label, kind, positive "
-            "or classes), and its trained versions learnt the old one — keep it as it was, "
-            "or declare the new one under a new model name"
+            f"{old_spec.name}: {where} changed what it predicts or how ({'; '.join(changes)}), "
+            "and its trained versions learnt the old one — keep it as it was, or declare the "
+            "new one under a new model name"
         ]
     return []
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
 
 
 def _describe(label: LabelSpec) -> str:
