@@ -25,6 +25,11 @@ RULES_RELOADS = Counter(
     "Rule-file changes seen by a running consumer, by result (applied or refused).",
     ["result"],
 )
+DECLARATIONS_RELOADS = Counter(
+    "arbiter_declarations_reloads_total",
+    "Event type declaration changes seen by a running consumer, by result (applied or refused).",
+    ["result"],
+)
 
 OUTCOMES = Counter(
     "arbiter_outcomes_total",

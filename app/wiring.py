@@ -21,7 +21,8 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from app.declarations import EventTypes, served_by
+from app.declarations import EventTypes, limits_of, served_by
+from app.declarations.reload import DeclarationsWatcher
 from app.errors import ConfigError
 from app.inference.scoring import Scorer
 from app.outbox.config import Endpoints, check_rule_webhooks, load_endpoints
@@ -29,7 +30,7 @@ from app.pipeline.models import ModelWatcher, load_in_service, replay_history
 from app.pipeline.processor import BatchProcessor
 from app.pipeline.upkeep import Upkeep, publish_topics
 from app.rules.loader import load_rulesets
-from app.rules.reload import RulesWatcher
+from app.rules.reload import RulesWatcher, fields_read, rules_check, vocabulary
 from app.rules.runtime.engine import RulesEngine
 from app.settings import Settings
 from app.store import migrate
@@ -61,9 +62,7 @@ def rule_vocabulary(
     settings: Settings, types: EventTypes | None = None
 ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
     """The fields and scores rule files may name, for the event types this process runs."""
-    served = types or event_types(settings)
-    fields: dict[str, dict[str, str]] = {t: dict(k) for t, k in served.field_kinds().items()}
-    return fields, served.score_kinds()
+    return vocabulary(types or event_types(settings))
 
 
 def load_rules_engine(settings: Settings, types: EventTypes | None = None) -> RulesEngine:
@@ -83,7 +82,9 @@ class Components:
     registry: ModelRegistry
     outcomes: OutcomeStore
     endpoints: Endpoints  # webhook endpoints (connectors file)
-    types: EventTypes  # the served event types and their decoders
+    # The served event types and their decoders; the consume loop replaces it when their
+    # declarations change (the HTTP routes read it per request).
+    types: EventTypes
 
 
 @contextlib.asynccontextmanager
@@ -192,8 +193,12 @@ def consume_loop(
     isolate_after: int = 3,
 ) -> ConsumeLoop:
     """The consume loop of ``events.<type>`` and ``outcomes.<type>`` around the processor,
-    with rules hot reload and model swaps between batches."""
+    with declarations and rules hot reload and model swaps between batches."""
     s = components.settings
+
+    def serve_types(types: EventTypes) -> None:
+        components.types = types
+
     upkeep = Upkeep(
         components.processor,
         components.rules,
@@ -212,6 +217,15 @@ def consume_loop(
         ),
         rules_dir=s.rules.dir,
         models_poll_s=s.models.poll_s,
+        declarations=DeclarationsWatcher(
+            s.schemas.dir,
+            components.types,
+            limits=limits_of(s),
+            interval_s=s.schemas.reload_s,
+            rule_fields=lambda: fields_read(components.rules.rulesets),
+            rules_check=rules_check(s.rules.dir),
+        ),
+        on_types=serve_types,
     )
     config = ConsumeConfig(
         bootstrap=components.bootstrap,

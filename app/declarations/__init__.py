@@ -39,6 +39,7 @@ __all__ = [
     "EventTypes",
     "Limits",
     "Problem",
+    "limits_of",
     "load_declarations",
     "model_catalog",
     "score_kinds",
@@ -219,11 +220,15 @@ def served_types(directory: Path, names: Sequence[str], limits: Limits | None = 
     return EventTypes(declarations, tuple(names), models)
 
 
+def limits_of(settings: Settings) -> Limits:
+    """The caps ``settings`` put on declared types (``ARBITER_SCHEMAS_MAX_*``)."""
+    return Limits(settings.schemas.max_attributes, settings.schemas.max_attribute_chars)
+
+
 def served_by(settings: Settings) -> EventTypes:
     """The event types ``settings`` serve (``ARBITER_EVENT_TYPES`` from
     ``ARBITER_SCHEMAS_DIR``, under its caps): ``served_types`` with them."""
-    limits = Limits(settings.schemas.max_attributes, settings.schemas.max_attribute_chars)
-    return served_types(settings.schemas.dir, settings.event_types, limits)
+    return served_types(settings.schemas.dir, settings.event_types, limits_of(settings))
 
 
 def _broken(name: str, problems: Sequence[Problem]) -> bool:

@@ -112,6 +112,7 @@ class BatchProcessor:
         self._ledger = ledger
         # The served types: their decoders, labels and declared models (without them,
         # the shipped types' hand-written models, unchecked labels).
+        self.types = types
         self._event_models: Mapping[str, type[EventCore]] = types.models if types else EVENT_MODELS
         self._declared_labels = types.labels() if types else None
         self._declared_models = types.declared_models() if types else None
@@ -151,6 +152,16 @@ class BatchProcessor:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._worker, self._rules.replace, rulesets)
             await self._windows.reconfigure(window_specs(rulesets))
+
+    async def set_types(self, types: EventTypes) -> None:
+        """Put changed declarations of the served types in service between batches (the
+        declarations watcher has checked them against the rules and models in service):
+        the next batch decodes, checks labels and names untrained models by them."""
+        async with self._busy:
+            self.types = types
+            self._event_models = types.models
+            self._declared_labels = types.labels()
+            self._declared_models = types.declared_models()
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)

@@ -1,10 +1,16 @@
-"""Between batches: rule files and model versions follow their sources without a restart.
+"""Between batches: declarations, rule files and model versions follow their sources
+without a restart.
 
-The consume loop calls ``Upkeep.between_batches()`` before each fetch. A changed rules
-folder is checked as a whole and swapped in on the decide thread, or refused (logged,
+The consume loop calls ``Upkeep.between_batches()`` before each fetch. Changed
+declarations of the served types are checked against the rules and models in service
+and swapped in (``arbiter_declarations_reloads_total{result="applied"}``), or refused
+while the declarations in service keep serving. A changed rules folder is checked as a
+whole and swapped in on the decide thread, or refused (logged,
 ``arbiter_rules_reloads_total{result="refused"}``) while the rules in service keep
-serving. Promotions, rollbacks and shadows in the model registry build a new scorer that
-the processor swaps in. ``serving`` names the versions in service for the batch log line.
+serving; each check follows the other's changes (new declarations are the rules'
+vocabulary, and new rules may allow declarations refused before). Promotions, rollbacks
+and shadows in the model registry build a new scorer that the processor swaps in.
+``serving`` names the versions in service for the batch log line.
 """
 
 from __future__ import annotations
@@ -14,18 +20,21 @@ from pathlib import Path
 
 import structlog
 
+from app.declarations import EventTypes
+from app.declarations.reload import DeclarationsWatcher
 from app.errors import ConfigError
-from app.metrics import RULES_RELOADS, set_versions_in_service
+from app.metrics import DECLARATIONS_RELOADS, RULES_RELOADS, set_versions_in_service
 from app.outbox.config import Endpoints, check_rule_webhooks
 from app.pipeline.models import ModelWatcher
 from app.pipeline.processor import BatchProcessor
 from app.rules.language.spec import Publish, RuleSet
-from app.rules.reload import RulesWatcher
+from app.rules.reload import RulesWatcher, vocabulary
 from app.rules.runtime.engine import RulesEngine
 
 log = structlog.get_logger("arbiter.upkeep")
 
 EnsureTopics = Callable[[Sequence[str]], Awaitable[object]]
+OnTypes = Callable[[EventTypes], None]
 
 
 def publish_topics(rulesets: Mapping[str, RuleSet]) -> list[str]:
@@ -56,6 +65,8 @@ class Upkeep:
         ensure_topics: EnsureTopics,
         rules_dir: Path,
         models_poll_s: float,
+        declarations: DeclarationsWatcher | None = None,
+        on_types: OnTypes | None = None,
     ) -> None:
         self._processor = processor
         self._rules = rules
@@ -65,12 +76,44 @@ class Upkeep:
         self._ensure_topics = ensure_topics
         self._rules_dir = rules_dir
         self._models_poll_s = models_poll_s
+        self._declarations = declarations
+        self._on_types = on_types  # others that read the served types (the HTTP API)
         self.serving: dict[str, object] = {}  # versions in service, for the batch log line
         self._note_serving()
 
     async def between_batches(self) -> None:
+        await self._maybe_reload_declarations()
         await self._maybe_reload_rules()
         await self._maybe_swap_models()
+
+    async def _maybe_reload_declarations(self) -> None:
+        """Swap in changed declarations of the served types, or refuse them and keep
+        serving the ones in service."""
+        if self._declarations is None:
+            return
+        change = self._declarations.poll()
+        if change is None:
+            return
+        if change.unserved:
+            log.warning(
+                "declared types are not served: list them in ARBITER_EVENT_TYPES (or leave it "
+                "unset) and restart — topics and the consumer's subscription are fixed at "
+                "start-up",
+                types=list(change.unserved),
+            )
+        if change.types is None:
+            DECLARATIONS_RELOADS.labels(result="refused").inc()
+            log.error(
+                "declarations refused; the declarations in service keep serving",
+                problems=list(change.problems),
+            )
+            return
+        await self._processor.set_types(change.types)
+        if self._on_types is not None:
+            self._on_types(change.types)
+        self._rules_watcher.set_vocabulary(*vocabulary(change.types))
+        DECLARATIONS_RELOADS.labels(result="applied").inc()
+        log.info("declarations reloaded", types=list(change.types.names))
 
     async def _maybe_reload_rules(self) -> None:
         """Swap in changed rule files, or refuse them and keep serving."""
@@ -88,6 +131,8 @@ class Upkeep:
         await self._ensure_topics(publish_topics(change.rulesets))
         await self._processor.swap_rules(change.rulesets)
         RULES_RELOADS.labels(result="applied").inc()
+        if self._declarations is not None:
+            self._declarations.retry_refused()
         self._note_serving()
         log.info(
             "rules reloaded",

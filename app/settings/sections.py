@@ -94,6 +94,12 @@ class SchemasSettings(Section):
         le=65_536,
         description="The longest text value in an event's `attributes`.",
     )
+    reload_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often a running consumer looks for changed declarations of the "
+        "types it serves; 0 = never.",
+    )
 
 
 class ModelsSettings(Section):
