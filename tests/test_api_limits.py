@@ -33,6 +33,7 @@ from connectors.http import intake
 from connectors.http.auth import AuthConfig, Caller, require
 from connectors.http.errors import Problem, problem_response
 from connectors.http.limits import RateLimiter, read_body, retry_after
+from tests.shipped import TYPES
 
 MAX_BYTES = 64 * 1024
 
@@ -378,7 +379,9 @@ def test_check_events_accepts_valid_items_and_reports_each_invalid_one_by_index(
     bad["amount"] = -5
     bad["event_id"] = "bad-1"
     items = [good[0], json.dumps(bad).encode(), b"[1, 2]", good[1]]
-    accepted, errors = intake.check_events("transaction", items, max_bytes=MAX_BYTES)
+    accepted, errors = intake.check_events(
+        "transaction", items, max_bytes=MAX_BYTES, models=TYPES.models
+    )
     assert [(a.index, a.raw) for a in accepted] == [(0, good[0]), (3, good[1])]
     assert accepted[0].item.event_id == json.loads(good[0])["event_id"]
     assert [(e.index, e.reason, e.event_id) for e in errors] == [
@@ -399,7 +402,9 @@ def test_an_item_over_the_event_size_limit_is_oversize_not_the_whole_body() -> N
     """One item over ``max_bytes`` is refused alone with reason ``oversize``."""
     small, big = sorted(_transactions(2), key=len)
     assert len(small) < len(big), "two events of one size cannot show the limit"
-    accepted, errors = intake.check_events("transaction", [small, big], max_bytes=len(big) - 1)
+    accepted, errors = intake.check_events(
+        "transaction", [small, big], max_bytes=len(big) - 1, models=TYPES.models
+    )
     assert [a.index for a in accepted] == [0]
     assert [(e.index, e.reason) for e in errors] == [(1, "oversize")]
 
@@ -407,7 +412,7 @@ def test_an_item_over_the_event_size_limit_is_oversize_not_the_whole_body() -> N
 def test_an_event_of_another_type_fails_validation_against_the_routes_type() -> None:
     """A transaction posted to the order route is a validation error for that item."""
     (txn,) = _transactions(1)
-    accepted, errors = intake.check_events("order", [txn], max_bytes=MAX_BYTES)
+    accepted, errors = intake.check_events("order", [txn], max_bytes=MAX_BYTES, models=TYPES.models)
     assert accepted == []
     assert [e.reason for e in errors] == ["validation"]
 

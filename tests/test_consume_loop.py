@@ -134,6 +134,7 @@ async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_is_deci
             publish=c.publish,
             topic_for=settings.topic,  # type: ignore[arg-type]
             max_event_bytes=settings.max_event_bytes,
+            types=c.types,
         )
         components = dataclasses.replace(c, processor=processor)
         loop = consume_loop(components, max_backoff_s=0.2, isolate_after=2)

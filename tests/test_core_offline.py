@@ -18,7 +18,7 @@ from app.rules.runtime.engine import RulesEngine
 from app.simulator.generate import generate
 from app.values import InRecord
 from schemas import EVENT_MODELS, field_types
-from tests.shipped import SCORE_TYPES
+from tests.shipped import SCORE_TYPES, TYPES
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 
@@ -55,7 +55,13 @@ def test_a_mixed_batch_gets_one_decision_per_valid_event_and_a_reason_per_reject
     """Every valid event is decided once with its type's scores and the ruleset version;
     every broken one is rejected with the reason the simulator planted."""
     records, expected = simulated(400, seed=11)
-    out = run_batch(records, scorer=scorer, rules=rules, windows=InMemoryWindows(rulesets))
+    out = run_batch(
+        records,
+        scorer=scorer,
+        rules=rules,
+        event_models=TYPES.models,
+        windows=InMemoryWindows(rulesets),
+    )
 
     rejected = {f"{r.record.event_type}:{r.record.offset}": r.error.reason for r in out.rejected}
     assert rejected == {k: v for k, v in expected.items() if v is not None}
@@ -75,7 +81,7 @@ def test_messages_are_decisions_in_record_order_then_dead_letters(
     topics) keyed by its partition key, in the order the events came in; then every reject
     on dlq.<type> with its original bytes."""
     records, _ = simulated(200, seed=12)
-    out = run_batch(records, scorer=scorer, rules=rules)
+    out = run_batch(records, scorer=scorer, rules=rules, event_models=TYPES.models)
 
     decided = {d.event_id: d for d in out.decisions}
     decision_msgs = [m for m in out.messages if not m.topic.startswith("dlq.")]
@@ -94,7 +100,7 @@ def test_a_repeated_event_in_one_batch_is_decided_once(scorer: Scorer, rules: Ru
     """A redelivered copy inside the batch is counted as a repeat, not decided again."""
     records, expected = simulated(30, seed=13)
     valid = next(r for r in records if expected[f"{r.event_type}:{r.offset}"] is None)
-    out = run_batch([*records, valid], scorer=scorer, rules=rules)
+    out = run_batch([*records, valid], scorer=scorer, rules=rules, event_models=TYPES.models)
     assert out.repeats == 1
     event_id = json.loads(valid.value)["event_id"]
     assert [d.event_id for d in out.decisions].count(event_id) == 1
@@ -133,7 +139,13 @@ def test_windows_see_the_batch_in_record_order_across_types(
     ticket = as_records("ticket", [json.dumps(TICKET)])[0]
     payment = as_records("transaction", [json.dumps(PAYMENT)])[0]
     batch = [ticket, payment] if ticket_first else [payment, ticket]
-    out = run_batch(batch, scorer=scorer, rules=rules, windows=InMemoryWindows(rulesets))
+    out = run_batch(
+        batch,
+        scorer=scorer,
+        rules=rules,
+        event_models=TYPES.models,
+        windows=InMemoryWindows(rulesets),
+    )
     assert not out.rejected
     (decision,) = [d for d in out.decisions if d.event_type == "transaction"]
     fired = "review_large_payment_after_password_reset" in decision.rules_fired

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from app.core.decode import decode_event, describe_validation_error
 from app.errors import InvalidEvent
-from schemas import Order, Ticket, Transaction
+from schemas import Ticket, Transaction
+from tests.shipped import TYPES
 
 LIMIT = 65_536
 
@@ -34,14 +35,17 @@ def order_doc(**changes: Any) -> dict[str, Any]:
 
 def reject(event_type: str, raw: bytes, max_bytes: int = LIMIT) -> InvalidEvent:
     with pytest.raises(InvalidEvent) as caught:
-        decode_event(event_type, raw, max_bytes=max_bytes)
+        decode_event(event_type, raw, max_bytes=max_bytes, models=TYPES.models)
     return caught.value
 
 
-def test_valid_order_decodes_to_its_model() -> None:
-    """Valid bytes become the typed event with its fields."""
-    event = decode_event("order", json.dumps(order_doc()).encode(), max_bytes=LIMIT)
-    assert isinstance(event, Order)
+def test_valid_order_decodes_to_its_declared_model() -> None:
+    """Valid bytes become the typed event of the order's declaration, with its fields."""
+    event = decode_event(
+        "order", json.dumps(order_doc()).encode(), max_bytes=LIMIT, models=TYPES.models
+    )
+    assert isinstance(event, TYPES.models["order"])
+    assert event.items[0].quantity == order_doc()["items"][0]["quantity"]  # type: ignore[attr-defined]
     assert event.partition_key == "cust-00001"
     assert event.occurred_at.utcoffset() is not None
 
@@ -162,7 +166,9 @@ OUTCOME = {
 def test_a_valid_outcome_decodes_with_its_labels() -> None:
     from app.core.decode import decode_outcome
 
-    outcome = decode_outcome("transaction", json.dumps(OUTCOME).encode(), max_bytes=65536)
+    outcome = decode_outcome(
+        "transaction", json.dumps(OUTCOME).encode(), max_bytes=65536, models=TYPES.models
+    )
     assert (outcome.event_id, outcome.labels) == ("txn-1", {"fraud": True})
 
 
@@ -182,6 +188,8 @@ def test_a_bad_outcome_is_refused_with_a_reason_and_the_fix(
     from app.errors import InvalidEvent
 
     with pytest.raises(InvalidEvent) as caught:
-        decode_outcome("transaction", json.dumps(body).encode(), max_bytes=65536)
+        decode_outcome(
+            "transaction", json.dumps(body).encode(), max_bytes=65536, models=TYPES.models
+        )
     assert caught.value.reason == reason
     assert fragment in caught.value.detail

@@ -36,7 +36,7 @@ from app.simulator.generate import SimEvent, generate
 from app.store import create_engine, migrate
 from app.store.ledger import Ledger
 from app.values import BatchResult, InRecord, OutMessage
-from app.wiring import load_rules_engine
+from app.wiring import event_types, load_rules_engine
 from schemas import Decision
 
 pytestmark = [pytest.mark.sqlite]
@@ -74,6 +74,7 @@ async def run(tmp_path: Path) -> AsyncIterator[Run]:
         publish=publish,
         topic_for=settings.topic,  # type: ignore[arg-type]
         max_event_bytes=settings.max_event_bytes,
+        types=event_types(settings),
     )
     events = [
         e for e in generate(120, seed=31, malformed_rate=0.2) if e.event_type == "transaction"

@@ -35,7 +35,7 @@ from app.store.outbox import Delivery, OutboxStore
 from app.store.tables import decisions as decisions_table
 from app.store.tables import deliveries as deliveries_table
 from app.values import DeliveryRecord, InRecord, OutMessage
-from app.wiring import load_rules_engine
+from app.wiring import event_types, load_rules_engine
 from connectors.webhooks.relay import Relay, RelayPolicy
 from tests.test_store import decision
 from tests.webhook_receiver import Receiver, serve
@@ -365,6 +365,7 @@ async def test_a_batch_stores_decisions_and_their_deliveries_together_or_not_at_
         publish=publish,
         topic_for=settings.topic,  # type: ignore[arg-type]
         max_event_bytes=settings.max_event_bytes,
+        types=event_types(settings),
         endpoints=Endpoints(active={"hook": hook}),
     )
     events = [e for e in generate(40, seed=5, malformed_rate=0.0) if e.event_type == "transaction"]

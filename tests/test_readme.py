@@ -14,6 +14,7 @@ from app.inference.loading import scorer_from_folder
 from app.settings import Settings
 from app.values import InRecord
 from app.wiring import load_rules_engine
+from tests.shipped import TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,7 @@ def test_the_readme_event_gets_the_decision_the_readme_shows(trained_models: Pat
     actions, scores, ruleset version)."""
     event_doc, shown = _json_blocks((ROOT / "README.md").read_text())[:2]
     raw = json.dumps(event_doc).encode()
-    event = decode_event("transaction", raw, max_bytes=65536)
+    event = decode_event("transaction", raw, max_bytes=65536, models=TYPES.models)
     settings = Settings(rules_dir=ROOT / "rules")
     scorer = scorer_from_folder(trained_models)
     scored = scorer.score_batch("transaction", [event])

@@ -47,7 +47,7 @@ from app.simulator.generate import SimEvent, generate
 from app.store import create_engine, migrate
 from app.store.ledger import Ledger
 from app.values import InRecord, OutMessage
-from app.wiring import load_rules_engine
+from app.wiring import event_types, load_rules_engine
 from connectors.broker import EmbeddedBroker
 from tests.harness import ArbiterProcess, header, read_topics, wait_until
 
@@ -538,6 +538,7 @@ async def test_a_new_owner_publishes_a_crashed_members_stored_decision_before_la
             publish=publish,
             topic_for=settings.topic,  # type: ignore[arg-type]
             max_event_bytes=settings.max_event_bytes,
+            types=event_types(settings),
         )
 
     a, b = member(killed), member(publish)

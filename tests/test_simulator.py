@@ -26,7 +26,7 @@ RESET = re.compile(r"(?i)password|locked out")  # the shipped password_resets_1h
 
 def decode_reason(event: SimEvent) -> str | None:
     try:
-        decode_event(event.event_type, event.value, max_bytes=LIMIT)
+        decode_event(event.event_type, event.value, max_bytes=LIMIT, models=schemas.EVENT_MODELS)
     except InvalidEvent as error:
         return error.reason
     return None
@@ -54,7 +54,9 @@ def test_event_ids_are_unique_within_a_run() -> None:
 def test_every_valid_event_decodes_with_its_key_and_id() -> None:
     """Every valid generated message decodes to an event with the same id and key."""
     for event in generate(3000, seed=3, malformed_rate=0):
-        decoded = decode_event(event.event_type, event.value, max_bytes=LIMIT)
+        decoded = decode_event(
+            event.event_type, event.value, max_bytes=LIMIT, models=schemas.EVENT_MODELS
+        )
         assert decoded.event_id == event.event_id
         assert decoded.partition_key.encode() == event.key
         assert event.labels
@@ -191,7 +193,7 @@ def test_tickets_cover_categories_and_urgency_words_mean_high_urgency() -> None:
 
 def valid_events(n: int, seed: int) -> list[EventBase]:
     return [
-        decode_event(e.event_type, e.value, max_bytes=LIMIT)
+        decode_event(e.event_type, e.value, max_bytes=LIMIT, models=schemas.EVENT_MODELS)
         for e in generate(n, seed=seed, malformed_rate=0)
     ]
 
@@ -287,7 +289,9 @@ def test_shipped_windows_fire_on_the_demo_stream() -> None:
     for sim in generate(3000, seed=7):
         if sim.malformed is not None:
             continue
-        event = decode_event(sim.event_type, sim.value, max_bytes=LIMIT)
+        event = decode_event(
+            sim.event_type, sim.value, max_bytes=LIMIT, models=schemas.EVENT_MODELS
+        )
         fact = {**event.model_dump(mode="json"), "scores": {}}
         read = store.observe_and_read(
             event.event_type, event.partition_key, event.occurred_at, fact

@@ -28,6 +28,7 @@ from app.rules.runtime.result import RuleResult
 from app.simulator.generate import SimEvent, generate
 from app.values import InRecord
 from schemas import Decision
+from tests.shipped import TYPES
 
 LIMIT = 65_536
 RECEIVED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -56,7 +57,9 @@ def as_records(sims: list[SimEvent]) -> list[InRecord]:
 
 def valid_items(n: int = 6, *, seed: int = 5) -> list[Valid]:
     valid, rejected = decode_batch(
-        as_records(sim_batch(n, seed=seed, malformed_rate=0.0)), max_bytes=LIMIT
+        as_records(sim_batch(n, seed=seed, malformed_rate=0.0)),
+        max_bytes=LIMIT,
+        models=TYPES.models,
     )
     assert not rejected
     return valid
@@ -69,7 +72,7 @@ def test_decode_batch_splits_valid_and_rejected_in_order() -> None:
     """A mixed batch splits into valid events and rejects, each list in arrival order."""
     sims = sim_batch()
     records = as_records(sims)
-    valid, rejected = decode_batch(records, max_bytes=LIMIT)
+    valid, rejected = decode_batch(records, max_bytes=LIMIT, models=TYPES.models)
 
     expect_valid = [r for r, s in zip(records, sims, strict=True) if s.malformed is None]
     expect_rejected = [r for r, s in zip(records, sims, strict=True) if s.malformed]
@@ -82,7 +85,7 @@ def test_decode_batch_splits_valid_and_rejected_in_order() -> None:
 def test_decode_batch_gives_each_reject_the_simulators_reason() -> None:
     """Every broken message is rejected with the reason the simulator planted."""
     sims = sim_batch()
-    _, rejected = decode_batch(as_records(sims), max_bytes=LIMIT)
+    _, rejected = decode_batch(as_records(sims), max_bytes=LIMIT, models=TYPES.models)
     expected = [s.malformed for s in sims if s.malformed]
     assert [r.error.reason for r in rejected] == expected
     assert all(isinstance(r.error, InvalidEvent) and r.error.detail for r in rejected)
@@ -92,7 +95,7 @@ def test_decode_batch_gives_each_reject_the_simulators_reason() -> None:
 def test_decode_batch_payload_is_the_events_json_dump() -> None:
     """Each Valid carries its typed event and payload == event.model_dump(mode='json')."""
     sims = sim_batch()
-    valid, _ = decode_batch(as_records(sims), max_bytes=LIMIT)
+    valid, _ = decode_batch(as_records(sims), max_bytes=LIMIT, models=TYPES.models)
     good = [s for s in sims if s.malformed is None]
     for item, sim in zip(valid, good, strict=True):
         assert item.event.event_type == sim.event_type
@@ -103,7 +106,7 @@ def test_decode_batch_payload_is_the_events_json_dump() -> None:
 
 def test_decode_batch_of_nothing_is_two_empty_lists() -> None:
     """An empty batch decodes to no valid events and no rejects."""
-    assert decode_batch([], max_bytes=LIMIT) == ([], [])
+    assert decode_batch([], max_bytes=LIMIT, models=TYPES.models) == ([], [])
 
 
 # --- first_of_each_event ----------------------------------------------------------------
@@ -115,7 +118,7 @@ def test_first_of_each_event_keeps_first_copy_and_returns_repeats() -> None:
     a, b, c, d = sims
     # a and c are redelivered later in the batch, a twice, from other offsets.
     order = [a, b, a, c, d, c, a]
-    valid, _ = decode_batch(as_records(order), max_bytes=LIMIT)
+    valid, _ = decode_batch(as_records(order), max_bytes=LIMIT, models=TYPES.models)
 
     first, repeats = first_of_each_event(valid)
 
@@ -274,7 +277,7 @@ def test_dead_letter_headers_cap_a_long_detail() -> None:
 def test_dead_letter_headers_for_simulated_rejects_match_the_reason() -> None:
     """Every simulated reject's headers name its planted reason and its own offset."""
     sims = sim_batch()
-    _, rejected = decode_batch(as_records(sims), max_bytes=LIMIT)
+    _, rejected = decode_batch(as_records(sims), max_bytes=LIMIT, models=TYPES.models)
     for r in rejected:
         headers = dict(dead_letter_headers(r))
         assert headers["arbiter.reason"] == r.error.reason.encode()
@@ -320,7 +323,9 @@ def test_guess_event_id_of_deeply_nested_json_is_none() -> None:
     """A deeply nested document (a rejected malformed_json record) gives None, not a crash."""
     raw = b"[" * 5_000
     _, rejected = decode_batch(
-        [InRecord("order", "events.order", 0, 0, None, raw, 0)], max_bytes=LIMIT
+        [InRecord("order", "events.order", 0, 0, None, raw, 0)],
+        max_bytes=LIMIT,
+        models=TYPES.models,
     )
     assert [r.error.reason for r in rejected] == ["malformed_json"]
     assert guess_event_id(raw) is None

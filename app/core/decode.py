@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails
 from app.declarations.labels import label_problems
 from app.declarations.spec import LabelSpec
 from app.errors import InvalidEvent
-from schemas import EVENT_MODELS, EventCore, Outcome
+from schemas import EventCore, Outcome
 
 MAX_LISTED_ERRORS = 5
 MAX_INPUT_REPR = 40
@@ -27,10 +27,10 @@ def decode_event(
     raw: bytes,
     *,
     max_bytes: int,
-    models: Mapping[str, type[EventCore]] = EVENT_MODELS,
+    models: Mapping[str, type[EventCore]],
 ) -> EventCore:
     """Parse and validate ``raw`` as an event of ``event_type`` (one of ``models``: the
-    served types, ``app.declarations.EventTypes.models``; the shipped ones by default).
+    served types' decoders, ``app.declarations.EventTypes.models``).
 
     Raises ``InvalidEvent`` with reason ``unknown_type``, ``oversize``,
     ``malformed_json``, ``not_an_object`` or ``validation``.

@@ -5,12 +5,14 @@ validate, keep the first copy of each event, decide, and list the messages that 
 published, in order. Users replay real batches with it, tests check the decision logic
 with it, and it answers "what would Arbiter say to these events?" offline::
 
+    types = served_by(Settings())  # the declared event types
     scorer = scorer_from_folder(Path("data/models"))
-    rulesets = load_rulesets(Path("rules"), types, scores)
+    rulesets = load_rulesets(Path("rules"), *rule_vocabulary(Settings(), types))
     out = run_batch(
         as_records("transaction", [raw_json, ...]),
         scorer=scorer,
         rules=RulesEngine(rulesets),
+        event_models=types.models,
         windows=InMemoryWindows(rulesets),
     )
     for decision in out.decisions: ...
@@ -35,7 +37,7 @@ from app.core.stages import (
 from app.rules.language.spec import RuleSet
 from app.rules.windows.store import WindowStore
 from app.values import InRecord, OutMessage
-from schemas import EVENT_MODELS, Decision, EventCore, Outcome
+from schemas import Decision, EventCore, Outcome
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 
@@ -104,11 +106,11 @@ def run_batch(
     *,
     scorer: Scores,
     rules: Rules,
+    event_models: Mapping[str, type[EventCore]],
     windows: Windows | None = None,
     topic_for: TopicFor = default_topic,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     received_at: datetime | None = None,
-    event_models: Mapping[str, type[EventCore]] = EVENT_MODELS,
 ) -> BatchOutput:
     """Decide one batch as if nothing had been decided before; see the module docstring."""
     received_at = received_at or utcnow()

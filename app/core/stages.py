@@ -17,7 +17,7 @@ from app.core.decode import decode_event, decode_outcome
 from app.declarations.spec import LabelSpec
 from app.errors import InvalidEvent
 from app.values import InRecord
-from schemas import EVENT_MODELS, Decision, EventCore, Outcome
+from schemas import Decision, EventCore, Outcome
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def decode_batch(
     records: Sequence[InRecord],
     *,
     max_bytes: int,
-    models: Mapping[str, type[EventCore]] = EVENT_MODELS,
+    models: Mapping[str, type[EventCore]],
 ) -> tuple[list[Valid], list[Rejected]]:
     """Split a batch into validated events and rejects (with the reason), order kept."""
     valid: list[Valid] = []

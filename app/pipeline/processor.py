@@ -52,7 +52,7 @@ from app.values import (
     RecordOutcome,
     StoredDecision,
 )
-from schemas import EVENT_MODELS, Decision, EventCore, Outcome
+from schemas import Decision, EventCore, Outcome
 
 log = structlog.get_logger("arbiter.processor")
 
@@ -107,15 +107,14 @@ class BatchProcessor:
         text_threads: int = 1,
         outcomes: OutcomeStore | None = None,
         endpoints: Endpoints | None = None,
-        types: EventTypes | None = None,
+        types: EventTypes,
     ) -> None:
         self._ledger = ledger
-        # The served types: their decoders, labels and declared models (without them,
-        # the shipped types' hand-written models, unchecked labels).
+        # The served types: their decoders, labels and declared models.
         self.types = types
-        self._event_models: Mapping[str, type[EventCore]] = types.models if types else EVENT_MODELS
-        self._declared_labels = types.labels() if types else None
-        self._declared_models = types.declared_models() if types else None
+        self._event_models: Mapping[str, type[EventCore]] = types.models
+        self._declared_labels = types.labels()
+        self._declared_models = types.declared_models()
         self._outcomes = outcomes
         # Webhook endpoints: new decisions' deliveries go into the outbox with them.
         self._endpoints = endpoints

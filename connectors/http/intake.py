@@ -16,7 +16,7 @@ from app.core.decode import decode_event, decode_outcome
 from app.core.stages import guess_event_id
 from app.declarations.spec import LabelSpec
 from app.errors import InvalidEvent
-from schemas import EVENT_MODELS, EventCore, Outcome
+from schemas import EventCore, Outcome
 
 T = TypeVar("T")
 
@@ -122,7 +122,7 @@ def check_events(
     items: Sequence[bytes],
     *,
     max_bytes: int,
-    models: Mapping[str, type[EventCore]] = EVENT_MODELS,
+    models: Mapping[str, type[EventCore]],
 ) -> tuple[list[Accepted[EventCore]], list[ItemError]]:
     """Validate each item as an event of ``event_type``, as the consumer would."""
     return _check(
