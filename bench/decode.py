@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from app.declarations import load_declarations
 from app.simulator.generate import generate
-from schemas import EVENT_MODELS
+from app.simulator.shapes import EVENT_MODELS
 
 
 def rate(model: type[BaseModel], raws: Sequence[bytes]) -> float:

@@ -50,9 +50,9 @@ from app.declarations import DeclaredModel
 from app.inference import artifacts, features, tabular
 from app.inference.features import History, Row
 from app.simulator.generate import training_set
+from app.simulator.shapes import Transaction
 from app.trainer.jobs import fit_tabular
 from app.trainer.jobs.dataset import target
-from schemas import Transaction
 
 REPO = Path(__file__).resolve().parent.parent
 BATCHES = (1, 8, 64, 512)

@@ -1,4 +1,5 @@
-"""Export the JSON Schemas of the contracts, for integrators and for review in diffs."""
+"""Export the JSON Schemas of the messages every type shares (outcomes, decisions), for
+integrators and for review in diffs; each event type's comes from its declaration."""
 
 from __future__ import annotations
 
@@ -8,15 +9,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.decision import Decision
-from schemas.order import Order
 from schemas.outcome import Outcome
-from schemas.ticket import Ticket
-from schemas.transaction import Transaction
 
 EXPORTED: dict[str, type[BaseModel]] = {
-    "order": Order,
-    "ticket": Ticket,
-    "transaction": Transaction,
     "outcome": Outcome,
     "decision": Decision,
 }

@@ -16,8 +16,8 @@ from app.rules.language.spec import RuleSet
 from app.rules.loader import load_rulesets
 from app.rules.runtime.engine import RulesEngine
 from app.simulator.generate import generate
+from app.simulator.shapes import EVENT_MODELS, field_types
 from app.values import InRecord
-from schemas import EVENT_MODELS, field_types
 from tests.shipped import SCORE_TYPES, TYPES
 
 RULES = Path(__file__).resolve().parent.parent / "rules"

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from app.declarations import EventTypes, served_types
 from app.declarations.reload import DeclarationsWatcher, incompatible
+from app.errors import ConfigError
 from app.ops.keys import KeyStore
 from app.rules.loader import load_rulesets
 from app.rules.reload import RulesWatcher, fields_read, rules_check, vocabulary
@@ -55,7 +56,7 @@ models:
     predicts: {label: defaulted}
     features: {exclude: [student], derived: [{log: income}]}
   - name: grade
-    predicts: {label: grade}
+    predicts: {label: grade, positive: [a]}
     features: {include: [purpose]}
   - name: note_risk
     predicts: {label: defaulted}
@@ -244,13 +245,8 @@ def test_removing_a_label_a_model_predicts_is_refused(old, rules_dir, tmp_path) 
             "loan: label 'grade' changed (enum of a, b, c → enum of a, b), but model 'grade' "
             "predicts it",
         ),
-        (
-            "  defaulted: boolean\n",
-            "  defaulted: {type: enum, values: ['yes', 'no']}\n",
-            "loan: label 'defaulted' changed (boolean → enum of yes, no), but model 'default_risk'",
-        ),
     ],
-    ids=["label_value_removed", "label_kind_changed"],
+    ids=["label_value_removed"],
 )
 def test_changing_a_label_a_model_predicts_is_refused(
     old, rules_dir, tmp_path, before: str, after: str, expected: str
@@ -259,23 +255,38 @@ def test_changing_a_label_a_model_predicts_is_refused(
     assert any(r.startswith(expected) for r in reasons), reasons
 
 
+def test_a_label_turned_into_classes_under_a_yes_no_model_is_refused_by_the_loader(
+    tmp_path,
+) -> None:
+    text = _edit("  defaulted: boolean\n", "  defaulted: {type: enum, values: ['yes', 'no']}\n")
+    with pytest.raises(ConfigError, match="model 'default_risk': a tabular model predicts yes"):
+        _new(tmp_path, text)
+
+
 def test_a_model_removed_with_its_label_and_features_is_taken_live(
     old, rules_dir, tmp_path
 ) -> None:
     text = _edit("  grade: {type: enum, values: [a, b, c]}\n", "")
     text = _edit(
-        "  - name: grade\n    predicts: {label: grade}\n    features: {include: [purpose]}\n",
+        "  - name: grade\n    predicts: {label: grade, positive: [a]}\n"
+        "    features: {include: [purpose]}\n",
         "",
         text,
     )
     assert _why(old, _new(tmp_path, text), rules_dir) == []
 
 
-def test_a_new_class_for_a_multi_class_model_is_refused(old, rules_dir, tmp_path) -> None:
-    text = _edit(
-        "grade: {type: enum, values: [a, b, c]}", "grade: {type: enum, values: [a, b, c, d]}"
+def test_a_new_class_for_a_multi_class_model_is_refused(rules_dir, tmp_path) -> None:
+    multi = _edit(
+        "  - name: grade\n    predicts: {label: grade, positive: [a]}\n"
+        "    features: {include: [purpose]}\n",
+        "  - name: grade\n    predicts: {label: grade}\n    kind: text\n",
     )
-    [reason] = _why(old, _new(tmp_path, text), rules_dir)
+    before = served_types(_folder(tmp_path, "multi", multi), ("loan",))
+    text = _edit(
+        "grade: {type: enum, values: [a, b, c]}", "grade: {type: enum, values: [a, b, c, d]}", multi
+    )
+    [reason] = _why(before, _new(tmp_path, text), rules_dir)
     assert reason.startswith(
         "loan: model 'grade' changed what it predicts or how (classes a, b, c → a, b, c, d)"
     )

@@ -16,7 +16,7 @@ from app.declarations import load_declarations
 from app.declarations.build import TEXT_MARK
 from app.rules.loader import check_rules
 from app.simulator.generate import generate
-from schemas import EVENT_MODELS, field_types
+from app.simulator.shapes import EVENT_MODELS, field_types
 from tests.harness import arbiter
 from tests.shipped import SCORE_TYPES
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from app.core.decode import decode_event, describe_validation_error
 from app.errors import InvalidEvent
-from schemas import Ticket, Transaction
+from app.simulator.shapes import Ticket, Transaction
 from tests.shipped import TYPES
 
 LIMIT = 65_536
@@ -166,9 +166,7 @@ OUTCOME = {
 def test_a_valid_outcome_decodes_with_its_labels() -> None:
     from app.core.decode import decode_outcome
 
-    outcome = decode_outcome(
-        "transaction", json.dumps(OUTCOME).encode(), max_bytes=65536, models=TYPES.models
-    )
+    outcome = decode_outcome("transaction", json.dumps(OUTCOME).encode(), max_bytes=65536)
     assert (outcome.event_id, outcome.labels) == ("txn-1", {"fraud": True})
 
 
@@ -188,8 +186,6 @@ def test_a_bad_outcome_is_refused_with_a_reason_and_the_fix(
     from app.errors import InvalidEvent
 
     with pytest.raises(InvalidEvent) as caught:
-        decode_outcome(
-            "transaction", json.dumps(body).encode(), max_bytes=65536, models=TYPES.models
-        )
+        decode_outcome("transaction", json.dumps(body).encode(), max_bytes=65536)
     assert caught.value.reason == reason
     assert fragment in caught.value.detail

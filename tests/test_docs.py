@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.rules.loader import check_rules
-from schemas import field_types
+from app.simulator.shapes import field_types
 from tests.shipped import SCORE_TYPES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "rules.md"

@@ -24,12 +24,12 @@ from app.errors import ConfigError
 from app.ops.import_rows import dotted_columns
 from app.ops.importer import ImportRequest, ImportSummary, import_history
 from app.simulator.generate import labelled_events
+from app.simulator.shapes import EVENT_MODELS
 from app.store import Ledger, create_engine
 from app.store.outcomes import OutcomeStore
 from app.store.tables import decisions
 from app.trainer.jobs.dataset import build_examples
 from app.values import DecisionRecord
-from schemas import EVENT_MODELS
 from tests.conftest import PG_ADMIN_URL
 from tests.harness import arbiter
 from tests.shipped import CATALOG

@@ -9,7 +9,7 @@ import pytest
 
 from app.rules.language.spec import RuleProblem
 from app.rules.loader import check_rules
-from schemas import EVENT_MODELS, field_types
+from app.simulator.shapes import EVENT_MODELS, field_types
 from tests.shipped import SCORE_TYPES
 
 TX_ONLY = {"transaction": field_types("transaction")}

@@ -17,7 +17,7 @@ from app.rules.language.spec import AllOf, AnyOf, Compare, Condition, Not, RuleS
 from app.rules.loader import load_rulesets
 from app.rules.runtime.engine import RulesEngine
 from app.rules.runtime.result import RuleResult
-from schemas import EVENT_MODELS, field_types
+from app.simulator.shapes import EVENT_MODELS, field_types
 from tests.shipped import SCORE_TYPES
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"

@@ -13,7 +13,7 @@ from app.rules.language.spec import RuleSet
 from app.rules.loader import load_rulesets
 from app.rules.runtime.engine import RulesEngine
 from app.rules.runtime.result import RuleResult
-from schemas import EVENT_MODELS, field_types
+from app.simulator.shapes import EVENT_MODELS, field_types
 from tests.shipped import SCORE_TYPES
 
 FIELDS = {t: field_types(t) for t in EVENT_MODELS}

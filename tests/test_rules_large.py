@@ -11,7 +11,7 @@ import pytest
 
 from app.rules.loader import load_rulesets
 from app.rules.runtime.engine import CHUNK_RULES, RulesEngine
-from schemas import EVENT_MODELS, field_types
+from app.simulator.shapes import EVENT_MODELS, field_types
 from tests.shipped import SCORE_TYPES
 
 FIELDS = {t: field_types(t) for t in EVENT_MODELS}

@@ -10,7 +10,7 @@ import pytest
 from app.errors import ConfigError
 from app.rules.language.spec import AllOf, AnyOf, Compare, Not, RuleProblem
 from app.rules.loader import check_rules, load_rulesets
-from schemas import EVENT_MODELS, field_types
+from app.simulator.shapes import EVENT_MODELS, field_types
 from tests.shipped import SCORE_TYPES
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"

@@ -20,12 +20,12 @@ from app.rules.loader import check_rules
 from app.rules.runtime.result import RuleResult
 from app.settings import Settings
 from app.simulator.generate import training_set
+from app.simulator.shapes import EVENT_MODELS
 from app.store import migrate
 from app.store.db import create_engine
 from app.store.ledger import Ledger
 from app.values import DecidedEvent, DecisionRecord
 from app.wiring import rule_vocabulary
-from schemas import EVENT_MODELS
 from tests.harness import arbiter
 from tests.shipped import TYPES
 

@@ -16,7 +16,7 @@ from app.rules.windows.parse import parse_windows
 from app.rules.windows.spec import WindowSpec, window_field_types
 from app.rules.windows.store import WindowStore
 from app.rules.windows.where import Where, WhereAll, WhereAny, WhereNot, WhereTest, where_holds
-from schemas import EVENT_MODELS, field_types
+from app.simulator.shapes import EVENT_MODELS, field_types
 from tests.shipped import SCORE_TYPES
 
 FIELD_TYPES = {t: field_types(t) for t in EVENT_MODELS}

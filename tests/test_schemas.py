@@ -10,18 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas import (
-    COUNTRIES,
-    CURRENCIES,
-    EVENT_MODELS,
-    Decision,
-    EventBase,
-    Order,
-    Outcome,
-    Ticket,
-    Transaction,
-    field_types,
-)
+from app.simulator.shapes import EVENT_MODELS, Order, Ticket, Transaction, field_types
+from schemas import COUNTRIES, CURRENCIES, Decision, EventBase, Outcome
 from schemas.export import write_json_schemas
 
 WHEN = "2026-01-31T12:00:00Z"

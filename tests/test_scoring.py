@@ -16,9 +16,9 @@ from app.inference.base import BatchContext, Prediction
 from app.inference.loading import scorer_from_folder
 from app.inference.scoring import Scorer
 from app.simulator.generate import training_set
+from app.simulator.shapes import EVENT_MODELS
 from app.store.ledger import Ledger
 from app.values import ModelMeta
-from schemas import EVENT_MODELS
 from tests.shipped import MODELS, SCORE_TYPES
 
 

@@ -15,8 +15,9 @@ from app.core.decode import decode_event
 from app.errors import InvalidEvent
 from app.rules.loader import load_rulesets
 from app.rules.windows.store import WindowStore
-from app.simulator import SimEvent, generate, training_set
-from schemas import EventBase, Order, Ticket, Transaction
+from app.simulator import SimEvent, generate, shapes, training_set
+from app.simulator.shapes import Order, Ticket, Transaction
+from schemas import EventBase
 from tests.shipped import SCORE_TYPES
 
 LIMIT = 65_536
@@ -26,7 +27,7 @@ RESET = re.compile(r"(?i)password|locked out")  # the shipped password_resets_1h
 
 def decode_reason(event: SimEvent) -> str | None:
     try:
-        decode_event(event.event_type, event.value, max_bytes=LIMIT, models=schemas.EVENT_MODELS)
+        decode_event(event.event_type, event.value, max_bytes=LIMIT, models=shapes.EVENT_MODELS)
     except InvalidEvent as error:
         return error.reason
     return None
@@ -55,7 +56,7 @@ def test_every_valid_event_decodes_with_its_key_and_id() -> None:
     """Every valid generated message decodes to an event with the same id and key."""
     for event in generate(3000, seed=3, malformed_rate=0):
         decoded = decode_event(
-            event.event_type, event.value, max_bytes=LIMIT, models=schemas.EVENT_MODELS
+            event.event_type, event.value, max_bytes=LIMIT, models=shapes.EVENT_MODELS
         )
         assert decoded.event_id == event.event_id
         assert decoded.partition_key.encode() == event.key
@@ -193,7 +194,7 @@ def test_tickets_cover_categories_and_urgency_words_mean_high_urgency() -> None:
 
 def valid_events(n: int, seed: int) -> list[EventBase]:
     return [
-        decode_event(e.event_type, e.value, max_bytes=LIMIT, models=schemas.EVENT_MODELS)
+        decode_event(e.event_type, e.value, max_bytes=LIMIT, models=shapes.EVENT_MODELS)
         for e in generate(n, seed=seed, malformed_rate=0)
     ]
 
@@ -280,7 +281,7 @@ def test_time_order_holds_with_planted_patterns() -> None:
 
 def test_shipped_windows_fire_on_the_demo_stream() -> None:
     """generate(3000, seed=7) through the real WindowStore reaches both rule thresholds."""
-    field_types = {t: schemas.field_types(t) for t in ("transaction", "order", "ticket")}
+    field_types = {t: shapes.field_types(t) for t in ("transaction", "order", "ticket")}
     rulesets = load_rulesets(RULES, field_types, SCORE_TYPES)
     specs = [spec for ruleset in rulesets.values() for spec in ruleset.windows]
     store = WindowStore(specs)
@@ -289,9 +290,7 @@ def test_shipped_windows_fire_on_the_demo_stream() -> None:
     for sim in generate(3000, seed=7):
         if sim.malformed is not None:
             continue
-        event = decode_event(
-            sim.event_type, sim.value, max_bytes=LIMIT, models=schemas.EVENT_MODELS
-        )
+        event = decode_event(sim.event_type, sim.value, max_bytes=LIMIT, models=shapes.EVENT_MODELS)
         fact = {**event.model_dump(mode="json"), "scores": {}}
         read = store.observe_and_read(
             event.event_type, event.partition_key, event.occurred_at, fact

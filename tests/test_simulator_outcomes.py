@@ -14,11 +14,13 @@ from sklearn.metrics import roc_auc_score
 
 import schemas
 from app.processes.simulate import emit
+from app.simulator import shapes
 from app.simulator.generate import SimEvent, generate, labelled_events
 from app.simulator.outcomes import DELAYS, ORDER_STATUSES, SENTIMENTS, TICKET_CLASSES, URGENCIES
+from app.simulator.shapes import Transaction
 from app.simulator.text import TICKET_CATEGORIES
 from connectors.broker import EmbeddedBroker
-from schemas import EventBase, Transaction
+from schemas import EventBase
 from tests.harness import read_topics
 
 TYPES = ("order", "ticket", "transaction")
@@ -34,7 +36,7 @@ def outcome_of(message: SimEvent) -> schemas.Outcome:
 
 
 def event_of(message: SimEvent) -> EventBase:
-    return schemas.EVENT_MODELS[message.event_type].model_validate_json(message.value)
+    return shapes.EVENT_MODELS[message.event_type].model_validate_json(message.value)
 
 
 def test_same_seed_gives_the_same_stream_with_outcomes() -> None:

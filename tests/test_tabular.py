@@ -35,10 +35,10 @@ from app.inference.features import (
     recent_key,
 )
 from app.simulator.generate import training_set
+from app.simulator.shapes import Device, Order, OrderItem, Transaction
 from app.trainer.jobs import fit_tabular
 from app.values import ModelMeta
-from schemas import EventBase, Order, OrderItem, Transaction
-from schemas.transaction import Device
+from schemas import EventBase
 from tests.shipped import CATALOG
 
 # The module's fits run once per worker that runs its tests: keep them on one (make test

@@ -25,9 +25,9 @@ from app.inference import artifacts, text
 from app.inference import encoder as enc
 from app.inference.base import BatchContext
 from app.simulator.generate import training_set
+from app.simulator.shapes import Ticket
 from app.trainer.jobs import fit_text
 from app.values import ModelMeta
-from schemas import Ticket
 from tests.shipped import CATALOG
 
 # The ticket's text models as schemas/ticket.yaml declares them.

@@ -159,7 +159,8 @@ def test_select_features_keeps_the_signals_and_drops_pure_noise(data: Data) -> N
     categorical = (*data.categorical, "attr.noise_kind")
     chosen = select_features(with_noise(data.rows), data.y, numeric, categorical)
     assert set(chosen.dropped) >= {"attr.noise", "attr.noise_count", "attr.noise_kind"}
-    assert {"amount", "country_mismatch", "device_is_new"} <= set(chosen.numeric)
+    planted = {"amount", "differs(country,card_country)", "device.is_new"}
+    assert planted <= set(chosen.numeric)
     assert list(chosen.numeric) == [c for c in numeric if c in chosen.numeric]
     assert set(chosen.scores) == {*numeric, *categorical}
     assert set(chosen.numeric) | set(chosen.categorical) | set(chosen.dropped) == set(chosen.scores)

@@ -48,8 +48,6 @@ from app.settings.sections import (
     WebhooksSettings,
 )
 
-EVENT_TYPES: tuple[str, ...] = ("order", "ticket", "transaction")
-
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,8 +62,7 @@ TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 def _declared_types(data: dict[str, Any]) -> tuple[str, ...]:
     """Every type declared in the schemas folder (one ``<type>.yaml`` each)."""
     folder = data["schemas"].dir if "schemas" in data else SchemasSettings().dir
-    found = tuple(sorted(p.stem for p in Path(folder).glob("*.yaml")))
-    return found if found or Path(folder).is_dir() else EVENT_TYPES
+    return tuple(sorted(p.stem for p in Path(folder).glob("*.yaml")))
 
 
 class Settings(BaseSettings):
@@ -140,7 +137,10 @@ class Settings(BaseSettings):
                 "letters, digits and underscores, starting with a letter"
             )
         if not value:
-            raise ValueError("no event types: name at least one, or declare one in schemas/")
+            raise ValueError(
+                "no event types: declare one in the schemas folder (ARBITER_SCHEMAS_DIR, "
+                "docs/events.md), or name the ones to serve"
+            )
         schemas = info.data.get("schemas")  # absent only when it failed validation
         if schemas is None:
             return value

@@ -9,7 +9,8 @@ import random
 from datetime import UTC
 from typing import Any
 
-from schemas import EventBase, Ticket
+from app.simulator.shapes import Ticket
+from schemas import EventBase
 
 # kind: expected reason; kinds that need a money field or a long text apply where they fit.
 _MALFORMATIONS: dict[str, str] = {

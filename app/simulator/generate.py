@@ -55,10 +55,11 @@ from app.simulator.patterns import (
     takeover_payment,
     takeover_ticket,
 )
+from app.simulator.shapes import EVENT_MODELS
 from app.simulator.tickets import build_ticket
 from app.simulator.transactions import build_transaction
 from app.simulator.world import Party, World, build_world, pick
-from schemas import EVENT_MODELS, EventBase
+from schemas import EventBase
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 DEFAULT_MIX: Mapping[str, float] = MappingProxyType(

@@ -13,8 +13,8 @@ import random
 from datetime import datetime
 
 from app.simulator.outcomes import Labels
+from app.simulator.shapes import Order, OrderItem
 from app.simulator.world import ABROAD, World, pick, sigmoid
-from schemas import Order, OrderItem
 
 
 def build_order(

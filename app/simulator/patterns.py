@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from app.simulator.outcomes import Labels
+from app.simulator.shapes import Device, Ticket, Transaction
 from app.simulator.text import TAKEOVER_SUBJECTS
 from app.simulator.tickets import ticket_from_labels
 from app.simulator.world import ABROAD, CATEGORIES, Party, World, pick
-from schemas import EventBase, Ticket, Transaction
-from schemas.transaction import Device
+from schemas import EventBase
 
 BURST_RATE = 0.005  # per transaction drawn: ~6 bursts in 3,000 mixed events
 _BURST_FRAUD = 0.9  # most bursts are a stolen card being tested; a few are a busy buyer

@@ -15,9 +15,9 @@ import random
 from datetime import datetime
 
 from app.simulator.outcomes import Labels
+from app.simulator.shapes import Ticket
 from app.simulator.text import TICKET_CATEGORIES, URGENCY_WEIGHTS, write_ticket
 from app.simulator.world import Party, World, pick
-from schemas import Ticket
 
 _HOLDER_SHARE = 0.3  # share of tickets written by account holders (under their account id)
 

@@ -14,6 +14,7 @@ import random
 from datetime import datetime
 
 from app.simulator.outcomes import Labels
+from app.simulator.shapes import Device, Transaction
 from app.simulator.world import (
     ABROAD,
     CATEGORIES,
@@ -23,8 +24,6 @@ from app.simulator.world import (
     pick,
     sigmoid,
 )
-from schemas import Transaction
-from schemas.transaction import Device
 
 _RISKY_CATEGORIES = frozenset({"electronics", "digital_goods", "gambling", "jewelry",
                                "money_transfer"})  # fmt: skip
