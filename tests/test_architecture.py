@@ -8,6 +8,7 @@ list, and a new package of ``app`` must be given a layer (the second test).
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -97,3 +98,78 @@ def test_the_contracts_catch_a_violation(
     broken = result.stdout.split("Broken contracts", 1)[-1]
     assert contract in broken, result.stdout[-4000:]
     assert Path(module).stem in broken
+
+
+# --- no type is special ------------------------------------------------------------------
+
+SHIPPED_TYPES = ("order", "ticket", "transaction")
+SHIPPED_MODELS = {"Order", "OrderItem", "Ticket", "Transaction", "Device", "EVENT_MODELS"}
+# Where the shipped types may be named: the simulator (it makes their data), the demo
+# (it tells their story), and the declarations themselves (schemas/*.yaml, not code).
+MAY_NAME_THEM = ("app/simulator/", "app/processes/demo.py", "app/processes/simulate.py")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def _names_a_shipped_type(text: str) -> bool:
+    return any(
+        text == t or text.startswith(t + ".") or text.endswith("." + t) for t in SHIPPED_TYPES
+    )
+
+
+def shipped_type_mentions(root: Path) -> list[str]:
+    """Every place in the code under ``root`` (app, connectors, schemas; docstrings and
+    comments aside) that names a shipped event type or uses its hand-written model."""
+    found: list[str] = []
+    for folder in ("app", "connectors", "schemas"):
+        for path in sorted((root / folder).rglob("*.py")):
+            where = path.relative_to(root).as_posix()
+            if where.startswith(MAY_NAME_THEM):
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            docstrings = _docstrings(tree)
+            for node in ast.walk(tree):
+                line = getattr(node, "lineno", 0)
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    if id(node) not in docstrings and _names_a_shipped_type(node.value):
+                        found.append(f"{where}:{line}: {node.value!r}")
+                elif isinstance(node, ast.Name | ast.alias) and (
+                    (node.id if isinstance(node, ast.Name) else node.name) in SHIPPED_MODELS
+                ):
+                    found.append(f"{where}:{line}: uses a shipped type's model")
+                elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "app.simulator.shapes"
+                ):
+                    found.append(f"{where}:{line}: imports the simulator's event models")
+    return found
+
+
+def test_no_code_outside_the_declarations_simulator_and_demo_names_a_shipped_type() -> None:
+    """The shipped order, ticket and transaction are declarations like any other type:
+    nothing in the pipeline, the models, the trainer, the rules or the connectors names
+    them or uses their hand-written (simulator) models."""
+    assert shipped_type_mentions(ROOT) == []
+
+
+def test_the_shipped_type_check_finds_a_type_named_in_code(tmp_path: Path) -> None:
+    """The check above is not blind: a copy of the tree that special-cases a type, or
+    decodes with the simulator's model, is caught with the file and line."""
+    for folder in ("app", "connectors", "schemas"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("*.pyc"))
+    bad = tmp_path / "app" / "core" / "special.py"
+    bad.write_text(
+        "from app.simulator.shapes import Ticket\n\n\n"
+        'def f(t: str) -> bool:\n    return t == "ticket"\n'
+    )
+    found = shipped_type_mentions(tmp_path)
+    assert "app/core/special.py:5: 'ticket'" in found
+    assert "app/core/special.py:1: imports the simulator's event models" in found
+    assert "app/core/special.py:1: uses a shipped type's model" in found

@@ -229,6 +229,8 @@ def test_schemas_export_writes_a_json_schema_per_contract(
         schema = json.loads((out / f"{name}.schema.json").read_text())
         assert isinstance(schema, dict)
         assert schema.get("properties"), name
+    ticket = json.loads((out / "ticket.schema.json").read_text())
+    assert ticket["properties"]["body"]["maxLength"] == 10_000  # from schemas/ticket.yaml
 
 
 @pytest.mark.kafka

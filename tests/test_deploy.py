@@ -801,6 +801,8 @@ def test_the_settings_accept_the_values_they_are_given(
         for name, value in source.items():
             if is_setting(name):
                 monkeypatch.setenv(name, value)
+        # The image holds the declarations at ARBITER_SCHEMAS_DIR (/app/schemas).
+        monkeypatch.setenv("ARBITER_SCHEMAS_DIR", str(ROOT / "schemas"))
         settings = Settings()
         assert settings.trainer.enabled is False
         assert settings.http.host == "0.0.0.0"

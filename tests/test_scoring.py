@@ -13,6 +13,7 @@ import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from app.inference.base import BatchContext, Prediction
+from app.inference.features import recent_key
 from app.inference.loading import scorer_from_folder
 from app.inference.scoring import Scorer
 from app.simulator.generate import training_set
@@ -225,4 +226,5 @@ async def test_replay_history_feeds_the_ledgers_recent_decided_events(
     )
     assert fed == 60  # transactions and orders; tickets keep no history
     txs = [e for e in events if e.event_type == "transaction"]
-    assert restarted._state["transaction"]["history"].mean(txs[0].account_id) is not None
+    history = restarted._state["transaction"]["history"]
+    assert history.mean(recent_key("amount", txs[0].account_id)) is not None
