@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import schemas
 from app.core.decode import decode_event
 from app.errors import InvalidEvent
 from app.rules.loader import load_rulesets
