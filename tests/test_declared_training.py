@@ -171,3 +171,90 @@ async def test_imported_history_trains_a_declared_model_whose_score_a_rule_reads
     [dead] = topics["dlq.loan"]
     assert header(dead, "arbiter.reason") == "validation"
     assert "balance" in (header(dead, "arbiter.detail") or "")
+
+
+COMPLAINT = """\
+type: complaint
+id: complaint_id
+key: customer
+time: filed_at
+fields:
+  complaint_id: string
+  customer: string
+  filed_at: datetime
+  message: {type: string, text: true, max_length: 12000}
+labels:
+  topic: {type: enum, values: [billing, technical, account, shipping, cancellation]}
+models:
+  - {name: topic, predicts: {label: topic}, kind: text}
+"""
+
+
+def test_a_declared_text_model_of_a_type_nobody_shipped_trains_and_scores(
+    tmp_path: Path,
+) -> None:
+    """A `kind: text` model of a new type learns from its labelled events through the
+    MiniLM encoder (one pass for the type's heads) and then scores an event decoded by
+    the type's own declaration, reading the field the declaration marks as text."""
+    from app.declarations import load_declarations, model_catalog
+    from app.inference import artifacts, text
+    from app.inference.base import BatchContext
+    from app.inference.loading import load_served
+    from app.simulator.generate import labelled_events
+    from app.trainer.jobs.job import run_job
+    from app.trainer.jobs.run import Limits, Record, TrainJob
+
+    folder = tmp_path / "schemas"
+    folder.mkdir()
+    (folder / "complaint.yaml").write_text(COMPLAINT, encoding="utf-8")
+    declarations, problems = load_declarations(folder)
+    assert problems == []
+    declared = model_catalog([declarations["complaint"].spec])["complaint.topic"]
+    # Real-looking complaints: the simulator's support tickets, renamed into this type.
+    tickets, labels = labelled_events("ticket", 500, seed=41)
+    records = tuple(
+        Record(
+            f"c-{i}",
+            "complaint",
+            t.occurred_at,
+            {
+                "complaint_id": f"c-{i}",
+                "customer": t.customer_id,  # type: ignore[attr-defined]
+                "filed_at": t.occurred_at.isoformat(),
+                "message": f"{t.subject}\n{t.body}",  # type: ignore[attr-defined]
+            },
+            {"topic": lb["category"]},
+        )
+        for i, (t, lb) in enumerate(zip(tickets, labels, strict=True))
+    )
+    job = TrainJob(
+        target="complaint",
+        trigger="test",
+        run_ids={"complaint.topic": 1},
+        records=records,
+        champions={"complaint.topic": None},
+        models_dir=tmp_path / "models",
+        reports_dir=tmp_path / "reports",
+        declared={"complaint.topic": declared},
+        limits=Limits(budget_s=5.0, min_train=200, min_holdout=100),
+    )
+    [result] = run_job(job)
+    assert result.status == "trained", result.reason
+    assert result.promote
+    assert result.challenger_metrics["accuracy"] >= 0.85, result.challenger_metrics
+    assert result.challenger is not None
+    assert result.challenger.params["text"] == ["message"]
+    served = load_served(tmp_path / "models", result.challenger)
+    assert isinstance(served, text.ServedText)
+    assert [m.name for m in artifacts.scan(tmp_path / "models")] == ["complaint.topic"]
+    event = declarations["complaint"].model.model_validate(
+        {
+            "complaint_id": "c-new",
+            "customer": "cust-1",
+            "filed_at": "2026-06-01T10:00:00Z",
+            "message": "Wrong invoice\nI was charged twice for my subscription this month.",
+        }
+    )
+    [prediction] = served.predict(BatchContext("complaint", [event], {}))
+    assert prediction.scores["topic"] == "billing"
+    assert 0.0 < float(prediction.scores["topic_confidence"]) <= 1.0
