@@ -20,6 +20,8 @@ import pytest
 
 from app.ops.keys import KeyStore
 from app.settings import Settings
+from app.store import create_engine
+from app.trainer.service import Trainer
 from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
 from connectors.http.app import build_api
@@ -92,6 +94,20 @@ async def test_imported_history_trains_a_declared_model_whose_score_a_rule_reads
     assert done.returncode == 0, output
     assert re.search(rf"^imported +{HISTORY:,}$", output, re.M), output
     assert re.search(rf"^outcomes written +{HISTORY:,}$", output, re.M), output
+
+    # The background trainer sees the imported outcomes: the declared model is due.
+    engine = create_engine(f"sqlite+aiosqlite:///{db}")
+    try:
+        watching = Settings(
+            database_url=f"sqlite+aiosqlite:///{db}",
+            data_dir=data,
+            schemas_dir=schemas,
+            rules_dir=rules,
+            trainer_min_new=1_000,
+        )
+        assert await Trainer(watching, engine).due() == {"loan.default_risk": "new_outcomes"}
+    finally:
+        await engine.dispose()
 
     done = arbiter("train", "loan.default_risk", "--budget", "5", env=env, cwd=data, timeout=240)
     output = done.stdout + done.stderr
