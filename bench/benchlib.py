@@ -41,8 +41,12 @@ def append_results(section: str) -> int:
     return 0
 
 
+# The event types the simulator makes, which the benchmarks send.
+SHIPPED_TYPES: tuple[str, ...] = ("order", "ticket", "transaction")
+
+
 def shipped_catalog() -> dict[str, DeclaredModel]:
     """The models the shipped declarations (schemas/*.yaml) name, by name."""
     from app.declarations import served_types
 
-    return served_types(REPO / "schemas", ("order", "ticket", "transaction")).catalog()
+    return served_types(REPO / "schemas", SHIPPED_TYPES).catalog()

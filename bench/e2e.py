@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import git_commit, shipped_catalog
+from benchlib import SHIPPED_TYPES, git_commit, shipped_catalog
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -44,7 +44,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.inference.loading import scorer_from_folder
 from app.processes.simulate import emit
-from app.settings import EVENT_TYPES
 from app.simulator.generate import generate
 from app.trainer.jobs.first import train_missing
 from app.values import OutMessage
@@ -162,7 +161,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def all_topics() -> list[str]:
     kinds = ("events", "decisions", "outcomes", "dlq")
-    return [f"{k}.{t}" for t in EVENT_TYPES for k in kinds]
+    return [f"{k}.{t}" for t in SHIPPED_TYPES for k in kinds]
 
 
 async def prefill(bootstrap: str, n: int, seed: int) -> float:
@@ -358,7 +357,7 @@ async def run_naive(fig: Figure, bootstrap: str, work: Path, models_dir: Path, l
         fig, broker, scorer, rules, async_sessionmaker(engine, expire_on_commit=False)
     )
     broker.subscriber(
-        *(f"events.{t}" for t in EVENT_TYPES),
+        *(f"events.{t}" for t in SHIPPED_TYPES),
         group_id="bench-naive",
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,  # commit after the handler; seek back on error
@@ -382,7 +381,7 @@ async def run_naive(fig: Figure, bootstrap: str, work: Path, models_dir: Path, l
 async def run_passthrough(
     fig: Figure, bootstrap: str, _work: Path, _models_dir: Path, limit_s: float
 ):
-    topics = [f"events.{t}" for t in EVENT_TYPES]
+    topics = [f"events.{t}" for t in SHIPPED_TYPES]
     consumer = make_consumer(
         bootstrap,
         topics,

@@ -50,10 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import append_results, git_commit, shipped_catalog
+from benchlib import SHIPPED_TYPES, append_results, git_commit, shipped_catalog
 
 from app.processes.simulate import emit
-from app.settings import EVENT_TYPES
 from app.simulator.generate import generate
 from app.trainer.jobs.first import train_missing
 from connectors.broker import EmbeddedBroker
@@ -194,7 +193,7 @@ async def pg_database(admin: str) -> AsyncIterator[str]:
 
 
 def all_topics() -> list[str]:
-    return [f"{k}.{t}" for t in EVENT_TYPES for k in ("events", "decisions", "outcomes", "dlq")]
+    return [f"{k}.{t}" for t in SHIPPED_TYPES for k in ("events", "decisions", "outcomes", "dlq")]
 
 
 class LedgerClock:
