@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
+from operator import attrgetter
 from typing import Any
 
 from app.declarations.spec import NIGHT_END_HOUR, DeclaredModel, FieldSpec
@@ -139,17 +140,19 @@ def _attribute(event: Any, name: str) -> Any:
 
 def _getter(path: str) -> Callable[[Any], Any]:
     """A function reading a dotted path from an event (None where it is missing)."""
+    fast = attrgetter(path)  # in C: the common case, a field under its own name
     parts = path.split(".")
-    if len(parts) == 1:
-        return lambda event: _attribute(event, parts[0])
 
     def get(event: Any) -> Any:
-        value = event
-        for part in parts:
-            if value is None:
-                return None
-            value = _attribute(value, part)
-        return value
+        try:
+            return fast(event)
+        except AttributeError:  # a missing object, or the declared name of the id/time
+            value = event
+            for part in parts:
+                if value is None:
+                    return None
+                value = _attribute(value, part)
+            return value
 
     return get
 
@@ -272,7 +275,14 @@ def _extractor(column: str, numeric: bool) -> Extractor:
         return _derived(*call)
     get = _getter(column)
     if numeric:
-        return lambda event: _finite(get(event))
+
+        def number(event: Any) -> FeatureValue:
+            value = get(event)
+            if type(value) is float:  # the usual case, checked first
+                return value if math.isfinite(value) else None
+            return _finite(value)
+
+        return number
     return lambda event: _category(get(event))
 
 
