@@ -397,13 +397,13 @@ def test_empty_batch_gives_no_predictions(served: dict[str, tabular.ServedTabula
 def test_linear_terms_add_up_to_the_logit_and_top_three_are_the_largest(
     served: dict[str, tabular.ServedTabular], score_rows: list[Row]
 ) -> None:
-    """logreg: sum of all terms + base equals the logit to 1e-6; the explanation lists
-    the three largest |terms| in order, rounded."""
+    """logreg: sum of all terms + base equals the model's raw logit (before calibration)
+    to 1e-6; the explanation lists the three largest |terms| in order, rounded."""
     model = served["logreg"]
     rows = score_rows[:200]
     found = model.contributions(rows)
     assert found.method == "linear-exact"
-    expected_logit = logit(model.reference_proba(rows))
+    expected_logit = logit(model.reference_proba(rows, calibrated=False))
     np.testing.assert_allclose(found.terms.sum(axis=1) + found.base, expected_logit, atol=1e-6)
     for terms, prediction in zip(found.terms, model.predict_rows(rows), strict=True):
         order_ = np.argsort(-np.abs(terms), kind="stable")[:TOP_CONTRIBUTIONS]
@@ -440,9 +440,10 @@ def test_occlusion_is_the_log_odds_change_at_the_reference_value(
     names = list(found.names)
     k = names.index("merchant_category")
     changed = {**row, "merchant_category": model.reference["merchant_category"]}
-    expected = found.logit[0] - logit(model.reference_proba([changed])[0])
+    expected = found.logit[0] - logit(model.reference_proba([changed], calibrated=False)[0])
     assert found.terms[0, k] == pytest.approx(expected, abs=1e-6)
-    assert found.base == pytest.approx(logit(model.reference_proba([model.reference])[0]))
+    raw_base = model.reference_proba([model.reference], calibrated=False)[0]
+    assert found.base == pytest.approx(logit(raw_base))
 
 
 def test_occlusion_points_at_the_planted_fraud_signals(

@@ -42,6 +42,7 @@ from app.declarations.spec import DeclaredModel
 from app.errors import ConfigError
 from app.inference import features
 from app.inference.base import TOP_CONTRIBUTIONS, BatchContext, Prediction
+from app.inference.calibration import Calibration
 from app.inference.features import FeatureValue, History, Row
 from app.inference.tabular_fast import (
     UNSEEN,
@@ -179,6 +180,10 @@ class ServedTabular:
         self.numeric = tuple(_param(meta, "numeric"))
         self.categorical = tuple(_param(meta, "categorical"))
         self.rows = features.Rows(self.numeric, self.categorical)
+        try:
+            self.calibration = Calibration.from_json(meta.params.get("calibration"))
+        except ValueError as exc:
+            raise ConfigError(f"model {meta.name} {meta.tag}: {exc}; retrain it") from None
         self.reference: dict[str, FeatureValue] = dict(_param(meta, "reference"))
         self.means = np.asarray(_param(meta, "means"), dtype=np.float64)
         self.prepare = Prepare(pipeline, self.numeric, self.categorical)
@@ -249,18 +254,27 @@ class ServedTabular:
         return self.predict_rows(self.rows.rows(ctx.events, recent(ctx, self.rows.recent_fields)))
 
     def proba(self, rows: Sequence[Row]) -> Array:
-        """P(positive) per row through the fast path."""
+        """P(positive) per row through the fast path, calibrated."""
+        if not rows:
+            return np.empty(0)
+        return self.calibration.apply(self.model.proba(self.prepare.matrix(rows)))
+
+    def raw_proba(self, rows: Sequence[Row]) -> Array:
+        """The fitted model's own score per row, before calibration (the trainer
+        calibrates from it)."""
         if not rows:
             return np.empty(0)
         return self.model.proba(self.prepare.matrix(rows))
 
-    def reference_proba(self, rows: Sequence[Row]) -> Array:
-        """P(positive) per row through the full scikit-learn Pipeline (the reference)."""
+    def reference_proba(self, rows: Sequence[Row], *, calibrated: bool = True) -> Array:
+        """P(positive) per row through the full scikit-learn Pipeline (the reference),
+        calibrated unless asked for the Pipeline's own score."""
         if not rows:
             return np.empty(0)
         data = pipeline_input(rows, self.numeric, self.categorical)
         with one_openmp_thread():  # see Trees._sklearn
-            return np.asarray(self.pipeline.predict_proba(data)[:, 1])
+            raw = np.asarray(self.pipeline.predict_proba(data)[:, 1])
+        return self.calibration.apply(raw) if calibrated else raw
 
     def contributions(self, rows: Sequence[Row], x: Array | None = None) -> Contributions:
         """Every term of every row's explanation (``predict`` keeps the top ones)."""
@@ -289,14 +303,13 @@ class ServedTabular:
             return []
         x = self.prepare.matrix(rows)
         if not explain:
-            return [
-                Prediction({self.score_key: round(v, 6)}, {}) for v in self.model.proba(x).tolist()
-            ]
+            calibrated = self.calibration.apply(self.model.proba(x))
+            return [Prediction({self.score_key: round(v, 6)}, {}) for v in calibrated.tolist()]
         found = self.contributions(rows, x)
         top = np.argsort(-np.abs(found.terms), axis=1, kind="stable")[:, :TOP_CONTRIBUTIONS]
         base = round(found.base, 4)
         out: list[Prediction] = []
-        for i, p in enumerate(found.proba.tolist()):
+        for i, p in enumerate(self.calibration.apply(found.proba).tolist()):
             terms = found.terms[i]
             listed = [[found.names[k], round(float(terms[k]), 4)] for k in top[i].tolist()]
             explanation = {

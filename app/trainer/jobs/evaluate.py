@@ -56,6 +56,8 @@ def binary_metrics(
         "review_rate": float(review_rate),
         "brier": float(brier_score_loss(y, p, pos_label=1)),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "mean_score": float(p.mean()),
+        "ece": expected_calibration_error(y, p),
     }
     if 0 < positives < n:
         metrics["roc_auc"] = float(roc_auc_score(y, p))
@@ -64,6 +66,36 @@ def binary_metrics(
         top = np.argsort(-p, kind="stable")[:reviewed]
         metrics["caught_at_review"] = float(y[top].sum()) / positives
     return metrics
+
+
+CALIBRATION_BINS = 10
+
+
+def expected_calibration_error(y: Array, p: Array, bins: int = CALIBRATION_BINS) -> float:
+    """How far scores are from the rates they claim: over ``bins`` equal-width score bins,
+    the gap between the mean score and the observed rate, weighted by the bin's rows."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.sum() * abs(float(p[mask].mean()) - float(y[mask].mean()))
+    return total / len(y)
+
+
+def reliability(
+    y: Sequence[int] | Array, p: Array, bins: int = CALIBRATION_BINS
+) -> list[tuple[float, float, int]]:
+    """Per non-empty equal-width score bin: (mean score, observed rate, rows)."""
+    truth, scores = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(scores, edges[1:-1], right=True), 0, bins - 1)
+    return [
+        (float(scores[which == b].mean()), float(truth[which == b].mean()), int((which == b).sum()))
+        for b in range(bins)
+        if (which == b).any()
+    ]
 
 
 def multiclass_metrics(
@@ -170,3 +202,47 @@ def verdict(
     if gain == 0:
         return decide(False, f"{compared}: no better (margin {margin:g}): keep the champion")
     return decide(False, f"{compared}: worse by {-gain:.3f} (margin {margin:g}): keep the champion")
+
+
+def binary_verdict(
+    champion: Mapping[str, float] | None,
+    challenger: Mapping[str, float],
+    *,
+    margin: float,
+) -> Verdict:
+    """Promote a yes/no challenger when it is better by ``margin`` on ranking (ROC-AUC)
+    or on the probabilities themselves (log loss), and worse beyond ``margin`` on
+    neither: a challenger that ranks better but whose scores are miscalibrated cannot
+    win. With no champion (or one without those metrics) the challenger serves."""
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    new_auc, new_ll = _value(challenger, "roc_auc"), _value(challenger, "log_loss")
+    old_auc, old_ll = _value(champion, "roc_auc"), _value(champion, "log_loss")
+
+    def decide(promote: bool, reason: str) -> Verdict:
+        return Verdict(promote, "roc_auc+log_loss", old_auc, new_auc, margin, reason)
+
+    if new_auc is None or new_ll is None:
+        return decide(
+            False, "the challenger has no roc_auc or log_loss on the holdout: keep the champion"
+        )
+    shown = f"roc_auc {new_auc:.3f}, log_loss {new_ll:.4f}"
+    if old_auc is None or old_ll is None:
+        why = "there is no champion" if champion is None else "the champion has no metrics"
+        return decide(True, f"{shown} and {why} to compare with: promote")
+    auc_gain, ll_gain = new_auc - old_auc, old_ll - new_ll
+    compared = (
+        f"roc_auc {new_auc:.3f} vs champion {old_auc:.3f} ({auc_gain:+.3f}), log_loss "
+        f"{new_ll:.4f} vs {old_ll:.4f} ({-ll_gain:+.4f})"
+    )
+    slack = 1e-12  # a float sum must not turn "exactly the margin" into less
+    if auc_gain < -margin - slack:
+        return decide(False, f"{compared}: ranks worse beyond the margin {margin:g}: keep")
+    if ll_gain < -margin - slack:
+        return decide(
+            False, f"{compared}: worse probabilities (log loss) beyond the margin {margin:g}: keep"
+        )
+    if auc_gain >= margin - slack or ll_gain >= margin - slack:
+        better = "ranks better" if auc_gain >= margin - slack else "better probabilities"
+        return decide(True, f"{compared}: {better} by the margin {margin:g}: promote")
+    return decide(False, f"{compared}: not better by the margin {margin:g} on either: keep")

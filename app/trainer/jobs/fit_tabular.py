@@ -36,6 +36,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from app.declarations.spec import DeclaredModel
 from app.inference import features
+from app.inference.calibration import Calibration
 from app.inference.features import Row
 from app.inference.tabular import (
     COLUMNS,
@@ -45,6 +46,7 @@ from app.inference.tabular import (
     rows_in_order,
 )
 from app.inference.tabular_fast import one_openmp_thread
+from app.trainer.jobs.calibrate import calibration_cut, fit_calibration
 from app.trainer.jobs.dataset import target
 from schemas import EventCore
 
@@ -165,6 +167,7 @@ class FittedTabular:
     window: tuple[str, str]  # occurred_at (ISO) of the first and last training event
     fit_seconds: float
     estimator_params: dict[str, Any] = field(default_factory=dict)  # over make_estimator's
+    calibration: Calibration = field(default_factory=Calibration)
 
     @property
     def family(self) -> str:
@@ -190,6 +193,7 @@ class FittedTabular:
             "reference": dict(self.reference),
             "means": list(self.means),
             "estimator_params": dict(self.estimator_params),
+            "calibration": self.calibration.to_json(),
         }
 
     def write(self, folder: Path) -> list[str]:
@@ -290,6 +294,49 @@ def fit_rows(
     )
 
 
+def fit_calibrated(
+    spec: DeclaredModel,
+    rows: Sequence[Row],
+    y: Array,
+    *,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    estimator: str = "hgb",
+    params: Mapping[str, Any] | None = None,
+    weights: Array | None = None,
+    window: tuple[str, str],
+    seed: int = 0,
+) -> FittedTabular:
+    """``fit_rows`` on every row, with a calibration learnt on rows the fit did not see.
+
+    ``rows`` are in time order: a first fit on the older rows scores the newest
+    ``calibrate.CALIBRATION_SHARE`` (unweighted, as they came: the recent event mix), and
+    the map from those raw scores to the outcomes is the calibration of the final fit on
+    all rows (same settings). Without both outcomes in each part: no calibration.
+    """
+    y = np.asarray(y, dtype=int)
+    if weights is None:
+        weights = imbalance_weights(y)
+    common: dict[str, Any] = {
+        "numeric": numeric,
+        "categorical": categorical,
+        "estimator": estimator,
+        "params": params,
+        "window": window,
+        "seed": seed,
+    }
+    cut = calibration_cut(len(rows))
+    calibration = Calibration("none", n=0)
+    if 0 < y[:cut].sum() < cut and 0 < y[cut:].sum() < len(y) - cut:
+        early = fit_rows(spec, rows[:cut], y[:cut], weights=weights[:cut], **common)
+        x_late = pipeline_input(rows[cut:], early.numeric, early.categorical)
+        with one_openmp_thread():
+            raw = early.pipeline.predict_proba(x_late)[:, 1]
+        calibration = fit_calibration(raw, y[cut:])
+    final = fit_rows(spec, rows, y, weights=weights, **common)
+    return replace(final, calibration=calibration)
+
+
 def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` as JSON values (numpy scalars become Python numbers)."""
     return {str(k): v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
@@ -324,7 +371,7 @@ def fit(
     # Features in time order with a fresh history, as serving computes them.
     rows = rows_in_order(spec, ordered)
     numeric, categorical = discover_columns(rows[:cut])
-    fitted = fit_rows(
+    fitted = fit_calibrated(
         spec,
         rows[:cut],
         y_train,
@@ -336,7 +383,7 @@ def fit(
     )
     x_test = pipeline_input(rows[cut:], numeric, categorical)
     with one_openmp_thread():
-        proba = fitted.pipeline.predict_proba(x_test)[:, 1]
+        proba = fitted.calibration.apply(fitted.pipeline.predict_proba(x_test)[:, 1])
     metrics = {
         "brier": float(brier_score_loss(y_test, proba)),
         "log_loss": float(log_loss(y_test, proba, labels=[0, 1])),

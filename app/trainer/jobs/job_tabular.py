@@ -15,7 +15,7 @@ from app.inference.loading import load_served
 from app.trainer.jobs import drift, fit_tabular
 from app.trainer.jobs.conclude import conclude, windows
 from app.trainer.jobs.dataset import NotEnoughData, build_examples, sample_weights, time_split
-from app.trainer.jobs.evaluate import PRIMARY, binary_metrics, verdict
+from app.trainer.jobs.evaluate import binary_metrics, binary_verdict, reliability
 from app.trainer.jobs.run import Amended, Judgement, ModelResult, Progress, TrainJob
 from app.trainer.jobs.search import search, select_features
 from app.trainer.report.report import Curves
@@ -80,9 +80,12 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
         ),
     )
     best = found.best
-    say(f"{name}: refitting {best.estimator} {best.params} on all training rows")
+    say(
+        f"{name}: refitting {best.estimator} {best.params} on all training rows, "
+        "calibrated on the newest of them"
+    )
     started = time.perf_counter()
-    fitted = fit_tabular.fit_rows(
+    fitted = fit_tabular.fit_calibrated(
         declared,
         train_rows,
         y_train,
@@ -104,8 +107,8 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
     champion_proba, champion_metrics, champion_note = _champion_binary(
         job.models_dir, champion, holdout_rows, y_holdout, limits.review_rate
     )
-    primary = PRIMARY["binary"]
-    judged = verdict(champion_metrics, challenger_metrics, metric=primary, margin=limits.margin)
+    judged = binary_verdict(champion_metrics, challenger_metrics, margin=limits.margin)
+    primary = judged.metric
     reason = judged.reason + (f" ({champion_note})" if champion_note else "")
 
     reference = tabular_reference(provisional, train_rows, y_train, selection.scores)
@@ -125,10 +128,18 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
             "best": best.as_dict(),
         },
         "refit_s": round(fit_s, 2),
+        "calibration": {
+            "method": fitted.calibration.method,
+            "rows": fitted.calibration.n,
+            "holdout_reliability": [
+                [round(m, 4), round(r, 4), n]
+                for m, r, n in reliability(y_holdout, challenger_proba)
+            ],
+        },
         "metric": primary,
         "margin": limits.margin,
     }
-    metrics = {**challenger_metrics, "cv_" + primary: best.cv_score}
+    metrics = {**challenger_metrics, "cv_roc_auc": best.cv_score}
     say(f"{name}: writing the challenger")
     meta = artifacts.write_version(
         job.models_dir,
