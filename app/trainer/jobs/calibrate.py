@@ -24,6 +24,8 @@ Array = npt.NDArray[Any]
 ISOTONIC_MIN_ROWS = 2_000
 ISOTONIC_MIN_CLASS = 100
 CALIBRATION_SHARE = 0.2  # of the training rows, the newest: held out of the fit for it
+CROSS_FIT_BELOW = 5_000  # under this many rows, every row is scored out of fold instead
+CALIBRATION_FOLDS = 5
 
 
 def fit_calibration(raw: Array, y: Sequence[int] | Array) -> Calibration:
@@ -44,7 +46,7 @@ def fit_calibration(raw: Array, y: Sequence[int] | Array) -> Calibration:
         xs = np.asarray(iso.X_thresholds_, dtype=np.float64)
         if len(xs) >= 2:
             return Calibration("isotonic", x=tuple(xs.tolist()), y=tuple(ys.tolist()), n=n)
-    platt = LogisticRegression(C=1e6, max_iter=1_000)
+    platt = LogisticRegression(C=1e4, max_iter=1_000)
     platt.fit(logit(p).reshape(-1, 1), truth)
     a, b = float(platt.coef_[0][0]), float(platt.intercept_[0])
     if a <= 0:  # the scores do not rise with the outcome here: keep the rate only

@@ -14,6 +14,7 @@ Pipeline, the artifact that ``app.inference.tabular`` loads and serves.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,7 +47,12 @@ from app.inference.tabular import (
     rows_in_order,
 )
 from app.inference.tabular_fast import one_openmp_thread
-from app.trainer.jobs.calibrate import calibration_cut, fit_calibration
+from app.trainer.jobs.calibrate import (
+    CALIBRATION_FOLDS,
+    CROSS_FIT_BELOW,
+    calibration_cut,
+    fit_calibration,
+)
 from app.trainer.jobs.dataset import target
 from schemas import EventCore
 
@@ -309,10 +315,11 @@ def fit_calibrated(
 ) -> FittedTabular:
     """``fit_rows`` on every row, with a calibration learnt on rows the fit did not see.
 
-    ``rows`` are in time order: a first fit on the older rows scores the newest
-    ``calibrate.CALIBRATION_SHARE`` (unweighted, as they came: the recent event mix), and
-    the map from those raw scores to the outcomes is the calibration of the final fit on
-    all rows (same settings). Without both outcomes in each part: no calibration.
+    ``rows`` are in time order. Fits with the same settings that did not see a row score
+    it (``_held_out_scores``: every row out of fold on small data, the newest fifth on
+    large), and the map from those raw scores to the outcomes, unweighted (the event mix
+    as it came), is the calibration of the final fit on all rows. Without both outcomes:
+    no calibration.
     """
     y = np.asarray(y, dtype=int)
     if weights is None:
@@ -325,16 +332,45 @@ def fit_calibrated(
         "window": window,
         "seed": seed,
     }
-    cut = calibration_cut(len(rows))
+    raw, truth = _held_out_scores(spec, rows, y, weights, common)
     calibration = Calibration("none", n=0)
-    if 0 < y[:cut].sum() < cut and 0 < y[cut:].sum() < len(y) - cut:
-        early = fit_rows(spec, rows[:cut], y[:cut], weights=weights[:cut], **common)
-        x_late = pipeline_input(rows[cut:], early.numeric, early.categorical)
-        with one_openmp_thread():
-            raw = early.pipeline.predict_proba(x_late)[:, 1]
-        calibration = fit_calibration(raw, y[cut:])
+    if len(truth) and 0 < truth.sum() < len(truth):
+        calibration = fit_calibration(raw, truth)
     final = fit_rows(spec, rows, y, weights=weights, **common)
     return replace(final, calibration=calibration)
+
+
+def _held_out_scores(
+    spec: DeclaredModel,
+    rows: Sequence[Row],
+    y: Array,
+    weights: Array,
+    common: Mapping[str, Any],
+) -> tuple[Array, Array]:
+    """Raw scores of rows by fits that did not see them, with their outcomes: under
+    ``CROSS_FIT_BELOW`` rows every row, out of fold (``CALIBRATION_FOLDS`` blocks in time
+    order, each scored by a fit on the others); above, the newest
+    ``CALIBRATION_SHARE`` scored by a fit on the older rows."""
+    n = len(rows)
+    if n >= CROSS_FIT_BELOW:
+        blocks = [(calibration_cut(n), n)]
+    else:
+        edges = np.linspace(0, n, CALIBRATION_FOLDS + 1).astype(int)
+        blocks = list(itertools.pairwise(edges.tolist()))
+    scores: list[Array] = []
+    truths: list[Array] = []
+    for start, stop in blocks:
+        keep = np.r_[0:start, stop:n]
+        if stop <= start or not 0 < y[keep].sum() < len(keep):
+            continue  # a fit needs both outcomes
+        fit = fit_rows(spec, [rows[i] for i in keep], y[keep], weights=weights[keep], **common)
+        x = pipeline_input(rows[start:stop], fit.numeric, fit.categorical)
+        with one_openmp_thread():
+            scores.append(fit.pipeline.predict_proba(x)[:, 1])
+        truths.append(y[start:stop])
+    if not scores:
+        return np.empty(0), np.empty(0, dtype=int)
+    return np.concatenate(scores), np.concatenate(truths)
 
 
 def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,13 @@ from app.inference import artifacts, features, tabular
 from app.inference.loading import load_served
 from app.trainer.jobs import drift, fit_tabular
 from app.trainer.jobs.conclude import conclude, windows
-from app.trainer.jobs.dataset import NotEnoughData, build_examples, sample_weights, time_split
+from app.trainer.jobs.dataset import (
+    NotEnoughData,
+    Split,
+    build_examples,
+    sample_weights,
+    time_split,
+)
 from app.trainer.jobs.evaluate import binary_metrics, binary_verdict, reliability
 from app.trainer.jobs.run import Amended, Judgement, ModelResult, Progress, TrainJob
 from app.trainer.jobs.search import search, select_features
@@ -111,7 +117,16 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
     primary = judged.metric
     reason = judged.reason + (f" ({champion_note})" if champion_note else "")
 
-    reference = tabular_reference(provisional, train_rows, y_train, selection.scores)
+    # Promoted: the version that serves is refit on every labelled row with the chosen
+    # settings (the holdout, the newest rows, included), and recalibrated the same way.
+    written, learnt_from, window = fitted, len(split.train), split.train_window
+    if judged.promote:
+        say(f"{name}: promoted on the holdout; refitting on all {len(rows):,} labelled rows")
+        window = (split.train_window[0], split.holdout_window[1])
+        written, reference = _refit_on_all(job, name, split, rows, selection, best, window)
+        learnt_from = len(rows)
+    else:
+        reference = tabular_reference(provisional, train_rows, y_train, selection.scores)
     summary = {
         **windows(split),
         "cleaning": cleaning.as_dict(),
@@ -128,9 +143,10 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
             "best": best.as_dict(),
         },
         "refit_s": round(fit_s, 2),
+        "refit_on_all": {"rows": learnt_from} if written is not fitted else None,
         "calibration": {
-            "method": fitted.calibration.method,
-            "rows": fitted.calibration.n,
+            "method": written.calibration.method,
+            "rows": written.calibration.n,
             "holdout_reliability": [
                 [round(m, 4), round(r, 4), n]
                 for m, r, n in reliability(y_holdout, challenger_proba)
@@ -144,9 +160,9 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
     meta = artifacts.write_version(
         job.models_dir,
         name,
-        Amended(fitted, metrics, {"drift": reference.to_json(), "trainer_run": run_id}),
-        trained_on=f"outcomes: {len(split.train):,} labelled decisions (run {run_id})",
-        window=split.train_window,
+        Amended(written, metrics, {"drift": reference.to_json(), "trainer_run": run_id}),
+        trained_on=f"outcomes: {learnt_from:,} labelled decisions (run {run_id})",
+        window=window,
     )
     served = tabular.load(artifacts.verify(job.models_dir, meta), meta)  # loads, or refuses
     importances = _importances(served, holdout_rows)
@@ -174,6 +190,37 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
         ),
         say,
     )
+
+
+def _refit_on_all(
+    job: TrainJob,
+    name: str,
+    split: Split,
+    rows: Sequence[Any],
+    selection: Any,
+    best: Any,
+    window: tuple[str, str],
+) -> tuple[Any, drift.DriftReference]:
+    """The chosen settings fit on every labelled row (train, then holdout, in time order)
+    and calibrated on the newest of them, with its drift reference."""
+    limits, ordered = job.limits, [*split.train, *split.holdout]
+    y_all = np.asarray([int(bool(e.target)) for e in ordered])
+    written = fit_tabular.fit_calibrated(
+        job.declared[name],
+        rows,
+        y_all,
+        numeric=selection.numeric,
+        categorical=selection.categorical,
+        estimator=best.estimator,
+        params=best.params,
+        weights=sample_weights(
+            y_all, [e.occurred_at for e in ordered], half_life_days=limits.half_life_days
+        ),
+        window=window,
+        seed=limits.seed,
+    )
+    served = tabular.ServedTabular(_provisional_meta(name, written), written.pipeline)
+    return written, tabular_reference(served, rows, y_all, selection.scores)
 
 
 def watched_columns(ranking: dict[str, float], columns: Sequence[str]) -> list[str]:
