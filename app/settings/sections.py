@@ -155,8 +155,9 @@ class TrainerSettings(Section):
     margin: float = Field(
         default=0.005,
         ge=0,
-        description="A challenger is promoted only when its ROC-AUC (tabular) or macro-F1 "
-        "(ticket heads) beats the champion's by at least this on the same holdout.",
+        description="A yes/no challenger is promoted only when it beats the champion by at "
+        "least this on ROC-AUC or on log loss and is worse by more on neither; a text head "
+        "when its macro-F1 does; on the same holdout.",
     )
     review_rate: float = Field(
         default=0.05,
