@@ -218,10 +218,13 @@ def test_cli_models_list_and_show_print_the_registry(trained_models: Path, tmp_p
         assert name in listed.stdout
     assert "champion" in listed.stdout
     assert "roc_auc" in listed.stdout
-    shown = arbiter("models", "show", NAME, env={**env, "COLUMNS": "200"}, cwd=tmp_path)
+    shown = arbiter("models", "show", NAME, "--all", env={**env, "COLUMNS": "200"}, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "model.skops" in shown.stdout
     assert "sha256" in shown.stdout
+    assert "estimator" in shown.stdout
+    assert "calibration" in shown.stdout
+    assert "params:" not in shown.stdout  # settings as lines, no raw JSON
     assert "registered" in shown.stdout
     assert "roc_auc" in shown.stdout
     unknown = arbiter("models", "show", "nope.model", env=env, cwd=tmp_path)

@@ -284,7 +284,9 @@ def test_fitted_models_describe_themselves(fitted: dict[str, fit_tabular.FittedT
         assert model.family == "tabular"
         assert model.kind == "binary"
         assert model.classes == ()
-        assert set(model.metrics) == {"roc_auc", "pr_auc", "brier", "log_loss"}
+        assert {"roc_auc", "pr_auc", "brier", "log_loss", "ece", "mean_score"} <= set(model.metrics)
+        assert model.params["calibration"]["method"] in ("platt", "isotonic")
+        assert model.params["thresholds"], "the thresholds a rule author can choose"
         assert model.params["estimator"] == name
         assert "attr.loyalty" in model.numeric
         assert "attr.segment" in model.categorical

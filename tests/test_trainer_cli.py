@@ -78,6 +78,15 @@ def test_train_shows_each_phase_and_the_verdict_and_models_show_lists_the_run(
     assert "report.html" in shown.stdout
     assert "drift of the champion" in shown.stdout
     assert "PSI" in shown.stdout
+    # Readable: the chosen settings and calibration as lines, the thresholds the
+    # champion reaches on its holdout as a table, no raw JSON.
+    assert "estimator" in shown.stdout
+    assert "calibration" in shown.stdout
+    assert "mean score vs rate" in shown.stdout
+    assert "on its holdout" in shown.stdout
+    assert "precision >= " in shown.stdout
+    assert "review 5% of events" in shown.stdout
+    assert '{"' not in shown.stdout
 
 
 def test_train_refuses_an_unknown_model_naming_the_known_ones(

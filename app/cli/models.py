@@ -65,34 +65,28 @@ def models_list(
 
 
 @models_app.command("show")
-def models_show(name: Annotated[str, typer.Argument(help="e.g. transaction.fraud")]) -> None:
-    """One model: every version's metrics, parameters, files and the registry's history."""
+def models_show(
+    name: Annotated[str, typer.Argument(help="e.g. transaction.fraud")],
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every version, every feature, every run.")
+    ] = False,
+) -> None:
+    """One model: its versions (settings, calibration, metrics, features), the
+    thresholds its champion reaches, its training runs, drift and history."""
     settings = build_settings()
     from app.ops.models import show_model
 
     detail = run_async(lambda: show_model(settings, name))
     console.print(f"[bold]{escape(name)}[/]  artifacts: {escape(detail.artifacts_dir)}")
-    for r in reversed(detail.versions):
-        console.print(
-            f"\n[bold]{r.meta.tag}[/] {_status(r)}  family {r.meta.family} ({r.meta.kind})  "
-            f"created {r.meta.created_at[:19]}  window {_window(r)}"
-        )
-        console.print(f"  trained on: {escape(r.meta.trained_on)}")
-        metrics = Table(show_header=True, box=None, padding=(0, 2))
-        metrics.add_column("metric")
-        metrics.add_column("value", justify="right")
-        for key, value in sorted(r.meta.metrics.items()):
-            metrics.add_row(key, f"{value:.4g}")
-        console.print(metrics)
-        if r.meta.params:
-            console.print(f"  params: {escape(json.dumps(r.meta.params, sort_keys=True)[:400])}")
-        shown = ", ".join(r.meta.features[:12])
-        more = f" … (+{len(r.meta.features) - 12})" if len(r.meta.features) > 12 else ""
-        console.print(f"  features ({len(r.meta.features)}): {escape(shown)}{more}")
-        if r.meta.classes:
-            console.print(f"  classes: {escape(', '.join(r.meta.classes))}")
-        for file, digest in sorted(r.meta.files.items()):
-            console.print(f"  file {escape(r.artifact_path)}/{escape(file)}  sha256 {digest[:16]}…")
+    versions = list(reversed(detail.versions))
+    shown = versions if all_ else versions[:3]
+    for r in shown:
+        _print_version(r, detail.runs, all_)
+    if len(shown) < len(versions):
+        console.print(f"\n… {len(versions) - len(shown)} older version(s): --all shows them")
+    champion = next((r for r in detail.versions if r.status == "champion"), None)
+    if champion is not None:
+        _print_thresholds(champion)
     _print_runs(detail.runs)
     _print_drift(detail.drift)
     if detail.events:
@@ -187,6 +181,92 @@ def explain(event_id: Annotated[str, typer.Argument(help="The event's event_id."
         console.print(f"{name}: words that moved the label ({words.get('method')}): {top}")
     if d.shadow_scores:
         console.print(f"[cyan]shadow[/]: {escape(json.dumps(d.shadow_scores, sort_keys=True))}")
+
+
+def _print_version(r: ModelRecord, runs: list[Any], all_: bool) -> None:
+    meta = r.meta
+    console.print(
+        f"\n[bold]{meta.tag}[/] {_status(r)}  family {meta.family} ({meta.kind})  "
+        f"created {meta.created_at[:19]}  window {_window(r)}"
+    )
+    console.print(f"  trained on: {escape(meta.trained_on)}")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column("what")
+    table.add_column("value")
+    for what, value in _settings_rows(meta.params):
+        table.add_row(what, escape(value))
+    for key in ("roc_auc", "log_loss", "ece", "accuracy", "macro_f1"):
+        if key in meta.metrics:
+            table.add_row(key, f"{meta.metrics[key]:.4f}")
+    if "mean_score" in meta.metrics and "positive_rate" in meta.metrics:
+        table.add_row(
+            "mean score vs rate",
+            f"{meta.metrics['mean_score']:.4f} vs {meta.metrics['positive_rate']:.4f} (holdout)",
+        )
+    console.print(table)
+    limit = None if all_ else 20
+    features = list(meta.features)
+    listed = ", ".join(features[:limit])
+    more = f" … (+{len(features) - 20}: --all lists them)" if limit and len(features) > 20 else ""
+    console.print(f"  features ({len(features)}): {escape(listed)}{more}")
+    run = next((x for x in runs if x.challenger_version == meta.version), None)
+    selection = run.summary.get("selection", {}) if run is not None else {}
+    dropped = list(selection.get("dropped", []))
+    if dropped:
+        listed = ", ".join(dropped[:limit])
+        more = f" … (+{len(dropped) - 20})" if limit and len(dropped) > 20 else ""
+        console.print(
+            f"  dropped ({len(dropped)}, too little information about the label): "
+            f"{escape(listed)}{more}"
+        )
+    if meta.classes:
+        console.print(f"  classes: {escape(', '.join(meta.classes))}")
+    if all_:
+        for file, digest in sorted(meta.files.items()):
+            console.print(f"  file {escape(r.artifact_path)}/{escape(file)}  sha256 {digest[:16]}…")
+
+
+def _settings_rows(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """The chosen settings of a version, as lines a person reads (no JSON)."""
+    rows: list[tuple[str, str]] = []
+    if "estimator" in params:
+        chosen = params.get("estimator_params") or {}
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(chosen.items())) or "defaults"
+        rows.append(("estimator", f"{params['estimator']} ({settings})"))
+    calibration = params.get("calibration")
+    if isinstance(calibration, dict):
+        method = calibration.get("method", "none")
+        rows.append(("calibration", f"{method} on {calibration.get('n', 0):,} held-out rows"))
+    elif "estimator" in params:
+        rows.append(("calibration", "none (trained before calibration: retrain)"))
+    if "variant" in params:
+        rows.append(("encoder", f"{params.get('encoder', '')} {params['variant']}".strip()))
+    if "text" in params:
+        rows.append(("reads", ", ".join(str(f) for f in params["text"])))
+    if "trainer_run" in params:
+        rows.append(("trained by run", str(params["trainer_run"])))
+    return rows
+
+
+def _print_thresholds(champion: ModelRecord) -> None:
+    rows = champion.meta.params.get("thresholds") or []
+    if not rows:
+        return
+    table = Table(
+        title=f"thresholds of {champion.meta.tag} on its holdout (score >= threshold)",
+        title_justify="left",
+    )
+    for column in ("goal", "threshold", "precision", "recall", "flagged"):
+        table.add_column(column, justify="left" if column == "goal" else "right")
+    for row in rows:
+        table.add_row(
+            row["goal"],
+            f"{row['threshold']:.4f}",
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['flagged']:.1%}",
+        )
+    console.print(table)
 
 
 def _print_runs(runs: list[Any]) -> None:

@@ -98,6 +98,55 @@ def reliability(
     ]
 
 
+PRECISION_GOALS = (0.5, 0.8, 0.9)
+RECALL_GOALS = (0.5, 0.8, 0.9)
+REVIEW_GOALS = (0.01, 0.05, 0.1)
+
+
+def threshold_table(y_true: Sequence[int] | Array, proba: Array) -> list[dict[str, Any]]:
+    """Thresholds a rule author can choose on the holdout: the lowest reaching each
+    precision in ``PRECISION_GOALS``, the highest keeping each recall in ``RECALL_GOALS``,
+    and the one flagging each share of ``REVIEW_GOALS``; each with the precision, recall
+    and share of events flagged at ``score >= threshold``. A goal no threshold reaches
+    is left out."""
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(proba, dtype=np.float64)
+    positives = int(y.sum())
+    if len(y) == 0 or positives == 0:
+        return []
+    order = np.argsort(-p, kind="stable")
+    ranked, hits = p[order], np.cumsum(y[order])
+    flagged = np.arange(1, len(y) + 1)
+    # Only cut between distinct scores: ``score >= t`` takes every tie.
+    last = np.r_[ranked[1:] != ranked[:-1], True]
+    precision, recall = hits / flagged, hits / positives
+
+    def row(goal: str, k: int) -> dict[str, Any]:
+        return {
+            "goal": goal,
+            "threshold": round(float(ranked[k]), 4),
+            "precision": round(float(precision[k]), 4),
+            "recall": round(float(recall[k]), 4),
+            "flagged": round(float(flagged[k] / len(y)), 4),
+        }
+
+    out: list[dict[str, Any]] = []
+    cuts = np.flatnonzero(last)
+    for goal in PRECISION_GOALS:
+        reached = cuts[precision[cuts] >= goal]
+        if len(reached):
+            out.append(row(f"precision >= {goal:g}", int(reached[-1])))
+    for goal in RECALL_GOALS:
+        reached = cuts[recall[cuts] >= goal]
+        if len(reached):
+            out.append(row(f"recall >= {goal:g}", int(reached[0])))
+    for goal in REVIEW_GOALS:
+        within = cuts[flagged[cuts] <= goal * len(y)]
+        if len(within):
+            out.append(row(f"review {goal:.0%} of events", int(within[-1])))
+    return out
+
+
 def multiclass_metrics(
     y_true: Sequence[str], proba: Array, classes: Sequence[str]
 ) -> dict[str, float]:

@@ -31,7 +31,6 @@ from sklearn.ensemble import (
 )
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -54,6 +53,7 @@ from app.trainer.jobs.calibrate import (
     fit_calibration,
 )
 from app.trainer.jobs.dataset import target
+from app.trainer.jobs.evaluate import binary_metrics, threshold_table
 from schemas import EventCore
 
 Array = npt.NDArray[Any]
@@ -174,6 +174,7 @@ class FittedTabular:
     fit_seconds: float
     estimator_params: dict[str, Any] = field(default_factory=dict)  # over make_estimator's
     calibration: Calibration = field(default_factory=Calibration)
+    thresholds: list[dict[str, Any]] = field(default_factory=list)  # on its holdout
 
     @property
     def family(self) -> str:
@@ -200,6 +201,7 @@ class FittedTabular:
             "means": list(self.means),
             "estimator_params": dict(self.estimator_params),
             "calibration": self.calibration.to_json(),
+            "thresholds": list(self.thresholds),
         }
 
     def write(self, folder: Path) -> list[str]:
@@ -420,11 +422,5 @@ def fit(
     x_test = pipeline_input(rows[cut:], numeric, categorical)
     with one_openmp_thread():
         proba = fitted.calibration.apply(fitted.pipeline.predict_proba(x_test)[:, 1])
-    metrics = {
-        "brier": float(brier_score_loss(y_test, proba)),
-        "log_loss": float(log_loss(y_test, proba, labels=[0, 1])),
-    }
-    if 0 < y_test.sum() < len(y_test):  # ranking metrics need both outcomes
-        metrics["roc_auc"] = float(roc_auc_score(y_test, proba))
-        metrics["pr_auc"] = float(average_precision_score(y_test, proba))
-    return replace(fitted, metrics=metrics)
+    metrics = binary_metrics(y_test, proba)  # ranking metrics only with both outcomes
+    return replace(fitted, metrics=metrics, thresholds=threshold_table(y_test, proba))

@@ -21,7 +21,12 @@ from app.trainer.jobs.dataset import (
     sample_weights,
     time_split,
 )
-from app.trainer.jobs.evaluate import binary_metrics, binary_verdict, reliability
+from app.trainer.jobs.evaluate import (
+    binary_metrics,
+    binary_verdict,
+    reliability,
+    threshold_table,
+)
 from app.trainer.jobs.run import Amended, Judgement, ModelResult, Progress, TrainJob
 from app.trainer.jobs.search import search, select_features
 from app.trainer.report.report import Curves
@@ -144,6 +149,7 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
         },
         "refit_s": round(fit_s, 2),
         "refit_on_all": {"rows": learnt_from} if written is not fitted else None,
+        "thresholds": threshold_table(y_holdout, challenger_proba),
         "calibration": {
             "method": written.calibration.method,
             "rows": written.calibration.n,
@@ -160,7 +166,15 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
     meta = artifacts.write_version(
         job.models_dir,
         name,
-        Amended(written, metrics, {"drift": reference.to_json(), "trainer_run": run_id}),
+        Amended(
+            written,
+            metrics,
+            {
+                "drift": reference.to_json(),
+                "trainer_run": run_id,
+                "thresholds": summary["thresholds"],
+            },
+        ),
         trained_on=f"outcomes: {learnt_from:,} labelled decisions (run {run_id})",
         window=window,
     )
