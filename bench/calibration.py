@@ -117,9 +117,7 @@ def run(name: str, data: Data, budget: float) -> list[str]:
     served = load_served(tmp / "models", result.challenger)
     assert isinstance(served, ServedTabular)
     events = [declarations["sample"].model.model_validate(payload(i)) for i in range(half, len(y))]
-    rows = features.Rows(served.numeric, served.categorical).fresh_rows(
-        events, features.History()
-    )
+    rows = features.Rows(served.numeric, served.categorical).fresh_rows(events, features.History())
     truth = y[half:]
     plain = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5_000))
     plain.fit(x[:half], y[:half])
