@@ -631,3 +631,20 @@ def test_a_declared_model_learns_its_target_from_the_declared_label(shipped) -> 
     assert target(risk, {"problem": True}) is True  # its fallback label
     assert target(catalog["ticket.urgency"], {"urgency": " HIGH"}) == "high"
     assert target(catalog["transaction.fraud"], {"fraud": "true"}) is True
+
+
+def test_a_model_can_keep_a_field_through_feature_selection_and_a_typo_is_refused(
+    tmp_path: Path,
+) -> None:
+    kept = LOAN.replace(
+        "features: {exclude: [customer_id], derived: [{log: income}]}",
+        "features: {keep: [student], derived: [{log: income}]}",
+    )
+    declarations, problems = load_declarations(declare(tmp_path, kept))
+    assert problems == []
+    assert declarations["loan"].spec.models[0].keep == ("student",)
+    typo = kept.replace("keep: [student]", "keep: [studnet]")
+    _, problems = load_declarations(declare(tmp_path, typo))
+    assert "model 'default_risk': keep names 'studnet', which is not a field of 'loan'" in str(
+        problems[0]
+    )

@@ -174,7 +174,9 @@ def test_select_features_caps_the_count_and_never_returns_nothing(data: Data) ->
     assert sorted(top.scores.values(), reverse=True)[:3] == sorted(
         (top.scores[c] for c in kept), reverse=True
     )
-    best = select_features(data.rows, data.y, data.numeric, data.categorical, min_score=10.0)
+    best = select_features(
+        data.rows, data.y, data.numeric, data.categorical, min_score=10.0, min_importance=10.0
+    )
     assert [*best.numeric, *best.categorical] == [max(best.scores, key=best.scores.__getitem__)]
 
 
@@ -384,3 +386,29 @@ def test_verdict_without_a_comparable_champion_or_challenger() -> None:
     lower = verdict({"log_loss": 0.30}, {"log_loss": 0.25}, metric="log_loss", margin=0.01)
     assert lower.promote
     assert "better by 0.050" in lower.reason
+
+
+def test_a_column_useful_only_beside_another_is_kept_and_pure_noise_is_dropped() -> None:
+    """``a`` says nothing alone (independent of the outcome) but with ``b`` it gives
+    ``b - a``, which decides it: the shuffle test of a model of all columns keeps it
+    (the textbook confounding case). Pure noise is dropped, unless forced in."""
+    rng = np.random.default_rng(5)
+    n = 4_000
+    a = rng.normal(0, 3, n)
+    gap = rng.normal(0, 1, n)
+    b = a + gap
+    y = (gap + rng.normal(0, 0.2, n) > 0.5).astype(int)
+    noise = rng.normal(size=n)
+    kinds = rng.choice(["x", "y"], n)
+    rows: list[Row] = [
+        {"a": float(a[i]), "b": float(b[i]), "noise": float(noise[i]), "kind": str(kinds[i])}
+        for i in range(n)
+    ]
+    chosen = select_features(rows, y, ["a", "b", "noise"], ["kind"])
+    # Alone it carries (next to) no information; beside b it decides.
+    assert chosen.scores["a"] < chosen.scores["b"]
+    assert chosen.importance["a"] > 0.05, chosen.importance
+    assert {"a", "b"} <= set(chosen.numeric)
+    assert {"noise", "kind"} <= set(chosen.dropped)
+    forced = select_features(rows, y, ["a", "b", "noise"], ["kind"], forced=["noise"])
+    assert "noise" in forced.numeric

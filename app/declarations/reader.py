@@ -88,7 +88,7 @@ FIELD_TYPE_KEYS: dict[str, tuple[str, ...]] = {
 LABEL_KEYS = ("type", "values")
 MODEL_KEYS = ("name", "predicts", "kind", "features", "text")
 PREDICTS_KEYS = ("label", "positive", "classes", "fallback")
-FEATURES_KEYS = ("include", "exclude", "derived")
+FEATURES_KEYS = ("include", "exclude", "keep", "derived")
 ARRIVAL = "arrival"
 MAX_DEPTH = 4
 
@@ -564,6 +564,7 @@ class _Reader:
         features = data.get("features")
         include: tuple[str, ...] = ()
         exclude: tuple[str, ...] = ()
+        keep: tuple[str, ...] = ()
         derived: tuple[Derived, ...] = ()
         if features is not None:
             fmap = self.mapping(
@@ -575,6 +576,7 @@ class _Reader:
             self.unknown_keys(fmap, FEATURES_KEYS, f"'features' of model '{name}'")
             include = self.field_list(fmap, "include", name, spec)
             exclude = self.field_list(fmap, "exclude", name, spec)
+            keep = self.field_list(fmap, "keep", name, spec)
             derived = self.derived(fmap, name, spec)
         text = self.text_fields(data, name, spec, cast("ModelKind", kind))
         return ModelSpec(
@@ -586,6 +588,7 @@ class _Reader:
             classes=classes,
             include=include,
             exclude=exclude,
+            keep=keep,
             derived=derived,
             text=text,
             fallback=fallback,

@@ -126,6 +126,7 @@ class ModelSpec:
     classes: tuple[str, ...] = ()  # multi-class: the label's classes
     include: tuple[str, ...] = ()  # empty: every field
     exclude: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()  # kept whatever feature selection finds
     derived: tuple[Derived, ...] = ()
     text: tuple[str, ...] = ()  # text kind: the text fields it reads, in order
     fallback: str | None = None  # a boolean label that says it when ``label`` is absent

@@ -66,11 +66,13 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
 
     numeric, categorical = fit_tabular.discover_columns(train_rows)
     say(f"{name}: feature selection over {len(numeric) + len(categorical)} input columns")
+    keep = declared.spec.keep
     selection = select_features(
         train_rows,
         y_train,
         numeric,
         categorical,
+        forced=[c for c in (*numeric, *categorical) if c in keep or c.split(".")[0] in keep],
         max_features=limits.max_features,
         seed=limits.seed,
     )
@@ -139,6 +141,7 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
             "kept": [*selection.numeric, *selection.categorical],
             "dropped": list(selection.dropped),
             "scores": {k: round(v, 5) for k, v in selection.scores.items()},
+            "importance": {k: round(v, 5) for k, v in selection.importance.items()},
         },
         "candidates": [t.as_dict() for t in found.trials],
         "search": {

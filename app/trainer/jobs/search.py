@@ -19,13 +19,14 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from sklearn.feature_selection import mutual_info_classif
+from sklearn.inspection import permutation_importance
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import TimeSeriesSplit
 
@@ -40,6 +41,9 @@ Array = npt.NDArray[Any]
 SELECTION_ROWS = 20_000  # mutual information is estimated on at most this many recent rows
 MAX_FIT_ROWS = 200_000
 MAX_DISCRETE = 32  # an integer-valued column with at most this many values is discrete
+# Shuffling any column a model uses costs it a little on later rows, noise included (its
+# splits were fit to the training rows): half a point of ROC-AUC is "it helps".
+MIN_IMPORTANCE = 0.005
 
 
 # --- feature selection -----------------------------------------------------------------
@@ -53,6 +57,9 @@ class Selection:
     categorical: tuple[str, ...]
     scores: dict[str, float]  # mutual information with the outcome, in nats
     dropped: tuple[str, ...]
+    # ROC-AUC lost when the column is shuffled in a model of all of them (later rows):
+    # what a column adds together with the others, which its own score cannot see.
+    importance: dict[str, float] = field(default_factory=dict)
 
 
 def _codes(column: Array) -> Array:
@@ -69,11 +76,18 @@ def select_features(
     *,
     max_features: int | None = None,
     min_score: float = 1e-3,
+    min_importance: float = MIN_IMPORTANCE,
     seed: int = 0,
     sample: int | None = SELECTION_ROWS,
+    forced: Sequence[str] = (),
 ) -> Selection:
-    """Keep the input columns whose mutual information with ``y`` is at least
-    ``min_score``, the ``max_features`` best at most, the best one whatever its score.
+    """Keep the input columns that say something about ``y``, alone or together: whose
+    mutual information with ``y`` is at least ``min_score``, or whose shuffling costs a
+    model of every column at least ``min_importance`` ROC-AUC on later rows
+    (``_importance``: a column useful only beside another, as a student flag beside the
+    balance, has no information alone).
+    At most ``max_features`` by mutual information, the best one whatever its score,
+    and the ``forced`` ones always (a declaration's ``keep:``).
 
     Numbers are median-imputed (an all-missing column scores 0); categories, and
     integer-valued numbers with few values (flags, counts), are scored as discrete, with
@@ -115,15 +129,59 @@ def select_features(
         bias = (len(np.unique(matrix[:, column])) - 1) * (classes - 1) / (2 * size)
         found[column] = max(0.0, found[column] - bias)
     scores = {name: float(score) for name, score in zip(names, found, strict=True)}
+    importance = _importance(rows, target, numeric, categorical, seed)
     ranked = sorted(names, key=lambda n: -scores[n])  # stable: ties keep column order
-    best = [n for n in ranked if scores[n] >= min_score] or ranked[:1]
+    useful = [
+        n for n in ranked if scores[n] >= min_score or importance.get(n, 0.0) >= min_importance
+    ]
+    best = useful or ranked[:1]
     kept = set(best[:max_features] if max_features is not None else best)
+    kept |= {n for n in forced if n in names}
     return Selection(
         numeric=tuple(n for n in numeric if n in kept),
         categorical=tuple(n for n in categorical if n in kept),
         scores=scores,
         dropped=tuple(n for n in names if n not in kept),
+        importance=importance,
     )
+
+
+IMPORTANCE_REPEATS = 5
+IMPORTANCE_HOLDOUT = 0.3
+
+
+def _importance(
+    rows: Sequence[Row], y: Array, numeric: Sequence[str], categorical: Sequence[str], seed: int
+) -> dict[str, float]:
+    """Per column, the ROC-AUC a gradient-boosting model of every column loses on the
+    later ``IMPORTANCE_HOLDOUT`` of the rows when that column is shuffled, less the
+    spread over ``IMPORTANCE_REPEATS`` shuffles: above 0 only when it helps every time.
+    Empty when a part holds one outcome only."""
+    cut = int(len(rows) * (1 - IMPORTANCE_HOLDOUT))
+    y = np.asarray(y).astype(int)
+    if not (0 < y[:cut].sum() < cut and 0 < y[cut:].sum() < len(y) - cut):
+        return {}
+    data = tabular.pipeline_input(rows, numeric, categorical)
+    model = fit_tabular.build_pipeline(
+        numeric, categorical, fit_tabular.make_estimator("hgb", seed)
+    )
+    with one_openmp_thread():
+        model.fit(data[:cut], y[:cut], model__sample_weight=fit_tabular.imbalance_weights(y[:cut]))
+        found = permutation_importance(
+            model,
+            data[cut:],
+            y[cut:],
+            scoring="roc_auc",
+            n_repeats=IMPORTANCE_REPEATS,
+            random_state=seed,
+        )
+    names = (*numeric, *categorical)
+    return {
+        name: float(mean - spread)
+        for name, mean, spread in zip(
+            names, found.importances_mean, found.importances_std, strict=True
+        )
+    }
 
 
 # --- hyper-parameter search ------------------------------------------------------------
