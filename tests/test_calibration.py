@@ -185,3 +185,23 @@ def test_served_scores_on_real_data_are_as_good_and_as_honest_as_a_textbook_base
     assert error(scores) <= error(plain) + 0.003, (error(scores), error(plain))
     assert roc_auc_score(truth, scores) >= roc_auc_score(truth, plain) - 0.01
     assert abs(scores.mean() - truth.mean()) <= 0.2 * truth.mean(), (scores.mean(), truth.mean())
+
+
+def test_the_threshold_table_reaches_each_goal_and_prices_the_declared_costs() -> None:
+    """On a holdout: the lowest threshold with precision >= 0.8 has it, the highest with
+    recall >= 0.8 has it, a review rate flags no more than that share, and declared
+    costs give the threshold fp / (fp + fn) with the cost per event counted there."""
+    from app.trainer.jobs.evaluate import threshold_table
+
+    rng = np.random.default_rng(9)
+    p = rng.random(2_000)
+    y = (rng.random(2_000) < p).astype(int)  # calibrated by construction
+    rows = {r["goal"]: r for r in threshold_table(y, p, costs=(1.0, 4.0))}
+    assert rows["precision >= 0.8"]["precision"] >= 0.8
+    assert rows["recall >= 0.8"]["recall"] >= 0.8
+    assert rows["review 5% of events"]["flagged"] <= 0.05
+    costly = rows["lowest expected cost (false positive 1, false negative 4)"]
+    assert costly["threshold"] == 0.2
+    acted = p >= 0.2
+    expected = (int((acted & (y == 0)).sum()) + 4 * int((~acted & (y == 1)).sum())) / len(y)
+    assert costly["cost_per_event"] == pytest.approx(expected, abs=1e-4)

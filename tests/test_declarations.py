@@ -648,3 +648,16 @@ def test_a_model_can_keep_a_field_through_feature_selection_and_a_typo_is_refuse
     assert "model 'default_risk': keep names 'studnet', which is not a field of 'loan'" in str(
         problems[0]
     )
+
+
+def test_a_yes_no_model_may_declare_what_a_wrong_call_costs(tmp_path: Path) -> None:
+    priced = LOAN.replace(
+        "    predicts: {label: defaulted}\n",
+        "    predicts: {label: defaulted}\n    costs: {false_positive: 1, false_negative: 20}\n",
+    )
+    declarations, problems = load_declarations(declare(tmp_path, priced))
+    assert problems == []
+    assert declarations["loan"].spec.models[0].costs == (1.0, 20.0)
+    bad = priced.replace("false_negative: 20", "false_negative: -3")
+    _, problems = load_declarations(declare(tmp_path, bad))
+    assert "costs are two positive numbers for a yes/no model" in str(problems[0])

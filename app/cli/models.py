@@ -267,6 +267,12 @@ def _print_thresholds(champion: ModelRecord) -> None:
             f"{row['flagged']:.1%}",
         )
     console.print(table)
+    for row in rows:
+        if "cost_per_event" in row:
+            console.print(
+                f"  at {row['threshold']:.4f}, the declared costs came to "
+                f"{row['cost_per_event']:g} per event on the holdout"
+            )
 
 
 def _print_runs(runs: list[Any]) -> None:

@@ -86,7 +86,8 @@ FIELD_TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "array": ("items", "min_length", "max_length"),
 }
 LABEL_KEYS = ("type", "values")
-MODEL_KEYS = ("name", "predicts", "kind", "features", "text")
+MODEL_KEYS = ("name", "predicts", "kind", "features", "text", "costs")
+COSTS_KEYS = ("false_positive", "false_negative")
 PREDICTS_KEYS = ("label", "positive", "classes", "fallback")
 FEATURES_KEYS = ("include", "exclude", "keep", "derived")
 ARRIVAL = "arrival"
@@ -579,6 +580,7 @@ class _Reader:
             keep = self.field_list(fmap, "keep", name, spec)
             derived = self.derived(fmap, name, spec)
         text = self.text_fields(data, name, spec, cast("ModelKind", kind))
+        costs = self.costs(data, name, bool(classes))
         return ModelSpec(
             name=name,
             label=label.name,
@@ -592,6 +594,7 @@ class _Reader:
             derived=derived,
             text=text,
             fallback=fallback,
+            costs=costs,
         )
 
     def target(
@@ -639,6 +642,29 @@ class _Reader:
                 f"(values: {', '.join(label.values)})",
             )
         return (), tuple(values)
+
+    def costs(self, data: LineMap, name: str, multi_class: bool) -> tuple[float, float] | None:
+        """``costs: {false_positive: 1, false_negative: 20}``: what each wrong call costs."""
+        if data.get("costs") is None:
+            return None
+        line = key_line(data, "costs")
+        body = self.mapping(
+            data["costs"],
+            line,
+            f"'costs' of model '{name}'",
+            "write 'costs: {false_positive: 1, false_negative: 20}'",
+        )
+        self.unknown_keys(body, COSTS_KEYS, f"'costs' of model '{name}'")
+        values = [body.get(k) for k in COSTS_KEYS]
+        if multi_class or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values
+        ):
+            raise self.fail(
+                line,
+                f"model '{name}': costs are two positive numbers for a yes/no model, e.g. "
+                "'costs: {false_positive: 1, false_negative: 20}'",
+            )
+        return float(values[0]), float(values[1])  # type: ignore[arg-type]
 
     def fallback(
         self, predicts: LineMap, name: str, label: LabelSpec, spec: TypeSpec

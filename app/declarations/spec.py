@@ -130,6 +130,8 @@ class ModelSpec:
     derived: tuple[Derived, ...] = ()
     text: tuple[str, ...] = ()  # text kind: the text fields it reads, in order
     fallback: str | None = None  # a boolean label that says it when ``label`` is absent
+    # What a wrong call costs (a yes/no model): (false positive, false negative).
+    costs: tuple[float, float] | None = None
 
     @property
     def multi_class(self) -> bool:

@@ -103,12 +103,18 @@ RECALL_GOALS = (0.5, 0.8, 0.9)
 REVIEW_GOALS = (0.01, 0.05, 0.1)
 
 
-def threshold_table(y_true: Sequence[int] | Array, proba: Array) -> list[dict[str, Any]]:
+def threshold_table(
+    y_true: Sequence[int] | Array,
+    proba: Array,
+    costs: tuple[float, float] | None = None,
+) -> list[dict[str, Any]]:
     """Thresholds a rule author can choose on the holdout: the lowest reaching each
     precision in ``PRECISION_GOALS``, the highest keeping each recall in ``RECALL_GOALS``,
     and the one flagging each share of ``REVIEW_GOALS``; each with the precision, recall
     and share of events flagged at ``score >= threshold``. A goal no threshold reaches
-    is left out."""
+    is left out. With ``costs`` (false positive, false negative), also the threshold of
+    the lowest expected cost for calibrated scores, ``fp / (fp + fn)``, with the cost
+    per event it had on these rows."""
     y = np.asarray(y_true).astype(int)
     p = np.asarray(proba, dtype=np.float64)
     positives = int(y.sum())
@@ -144,6 +150,24 @@ def threshold_table(y_true: Sequence[int] | Array, proba: Array) -> list[dict[st
         within = cuts[flagged[cuts] <= goal * len(y)]
         if len(within):
             out.append(row(f"review {goal:.0%} of events", int(within[-1])))
+    if costs is not None:
+        fp_cost, fn_cost = costs
+        threshold = fp_cost / (fp_cost + fn_cost)
+        acted = p >= threshold
+        caught = int((acted & (y == 1)).sum())
+        false_alarms = int(acted.sum()) - caught
+        missed = positives - caught
+        out.append(
+            {
+                "goal": f"lowest expected cost (false positive {fp_cost:g}, "
+                f"false negative {fn_cost:g})",
+                "threshold": round(threshold, 4),
+                "precision": round(caught / acted.sum(), 4) if acted.any() else 0.0,
+                "recall": round(caught / positives, 4),
+                "flagged": round(float(acted.mean()), 4),
+                "cost_per_event": round((fp_cost * false_alarms + fn_cost * missed) / len(y), 4),
+            }
+        )
     return out
 
 

@@ -423,4 +423,5 @@ def fit(
     with one_openmp_thread():
         proba = fitted.calibration.apply(fitted.pipeline.predict_proba(x_test)[:, 1])
     metrics = binary_metrics(y_test, proba)  # ranking metrics only with both outcomes
-    return replace(fitted, metrics=metrics, thresholds=threshold_table(y_test, proba))
+    thresholds = threshold_table(y_test, proba, spec.spec.costs)
+    return replace(fitted, metrics=metrics, thresholds=thresholds)

@@ -152,7 +152,7 @@ def run_tabular(job: TrainJob, name: str, say: Progress) -> ModelResult:
         },
         "refit_s": round(fit_s, 2),
         "refit_on_all": {"rows": learnt_from} if written is not fitted else None,
-        "thresholds": threshold_table(y_holdout, challenger_proba),
+        "thresholds": threshold_table(y_holdout, challenger_proba, declared.spec.costs),
         "calibration": {
             "method": written.calibration.method,
             "rows": written.calibration.n,
