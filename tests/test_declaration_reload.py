@@ -229,8 +229,7 @@ def test_a_text_field_a_text_model_reads_is_kept_as_text(old, rules_dir, tmp_pat
 
 def test_removing_a_label_a_model_predicts_is_refused(old, rules_dir, tmp_path) -> None:
     folder = _folder(tmp_path, "new", _edit("  grade: {type: enum, values: [a, b, c]}\n", ""))
-    watcher = DeclarationsWatcher(tmp_path / "old", old)
-    watcher._dir = folder
+    watcher = DeclarationsWatcher(folder, old)
     change = watcher.check()
     assert change.types is None
     assert any("grade" in p and "label" in p for p in change.problems), change.problems
@@ -364,23 +363,20 @@ def test_the_watcher_reports_a_change_once_and_only_when_the_folder_changed(
 ) -> None:
     folder = tmp_path / "old"
     watcher = DeclarationsWatcher(folder, old, interval_s=0.001, rules_check=rules_check(rules_dir))
-    watcher._next = 0.0
-    assert watcher.poll() is None  # nothing changed
+    assert watcher.poll(force=True) is None  # nothing changed
     (folder / "loan.yaml").write_text(
         _edit(
             "  student: boolean\n",
             "  student: boolean\n  channel: {type: string, required: false}\n",
         )
     )
-    watcher._next = 0.0
-    change = watcher.poll()
+    change = watcher.poll(force=True)
     assert change is not None
     assert change.types is not None
     assert change.problems == ()
     assert watcher.current is change.types
     assert "channel" in change.types.field_kinds()["loan"]
-    watcher._next = 0.0
-    assert watcher.poll() is None  # taken: not reported again
+    assert watcher.poll(force=True) is None  # taken: not reported again
 
 
 def test_a_broken_declaration_is_refused_with_the_loaders_problems_and_reported_once(
@@ -389,17 +385,14 @@ def test_a_broken_declaration_is_refused_with_the_loaders_problems_and_reported_
     folder = tmp_path / "old"
     watcher = DeclarationsWatcher(folder, old, interval_s=0.001)
     (folder / "loan.yaml").write_text(_edit("  student: boolean\n", "  student: bolean\n"))
-    watcher._next = 0.0
-    change = watcher.poll()
+    change = watcher.poll(force=True)
     assert change is not None
     assert change.types is None
     assert any("bolean" in p and "did you mean 'boolean'" in p for p in change.problems), change
     assert watcher.current is old
-    watcher._next = 0.0
-    assert watcher.poll() is None
+    assert watcher.poll(force=True) is None
     watcher.retry_refused()  # e.g. the rules changed: the same folder is checked again
-    watcher._next = 0.0
-    again = watcher.poll()
+    again = watcher.poll(force=True)
     assert again is not None
     assert again.types is None
 
@@ -409,8 +402,7 @@ def test_a_new_type_file_is_not_served_and_named_for_a_restart(old, tmp_path) ->
     watcher = DeclarationsWatcher(folder, old, interval_s=0.001)
     card = "type: card\nid: card_id\nkey: holder\nfields:\n  card_id: string\n  holder: string\n"
     (folder / "card.yaml").write_text(card)
-    watcher._next = 0.0
-    change = watcher.poll()
+    change = watcher.poll(force=True)
     assert change is not None
     assert change.unserved == ("card",)
     assert change.types is not None
@@ -565,8 +557,7 @@ def test_a_rule_change_refused_for_a_field_not_yet_declared_is_taken_with_the_de
         "    reason: In a branch.\n"
     )
     (rules / "loan.yaml").write_text(reads_channel, encoding="utf-8")
-    watcher._next = 0.0
-    refused = watcher.poll()
+    refused = watcher.poll(force=True)
     assert refused is not None
     assert refused.rulesets is None
     assert any("channel" in str(p) for p in refused.problems)
@@ -578,8 +569,7 @@ def test_a_rule_change_refused_for_a_field_not_yet_declared_is_taken_with_the_de
         ),
     )
     watcher.set_vocabulary(*vocabulary(with_channel))
-    watcher._next = 0.0
-    taken = watcher.poll()
+    taken = watcher.poll(force=True)
     assert taken is not None
     assert taken.rulesets is not None
     assert [r.name for r in taken.rulesets["loan"].rules][-1] == "review_branch"

@@ -17,14 +17,13 @@ Pure: reads files, nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.declarations import DeclaredType, EventTypes, Limits, load_declarations
+from app.declarations.folder import FolderWatch
 from app.declarations.spec import LabelSpec, ModelSpec, TypeSpec
 from schemas.common import EventCore, FieldKind
 
@@ -32,7 +31,6 @@ __all__ = [
     "DeclarationsChange",
     "DeclarationsWatcher",
     "RulesCheck",
-    "folder_fingerprint",
     "incompatible",
 ]
 
@@ -41,18 +39,6 @@ __all__ = [
 RulesCheck = Callable[[EventTypes], Sequence[str]]
 
 _INDEX = re.compile(r"^\d+$")
-
-
-def folder_fingerprint(directory: Path) -> str:
-    """A hash of every declaration file's name and bytes; unreadable files count as changes."""
-    digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.yaml")):
-        digest.update(path.name.encode())
-        try:
-            digest.update(path.read_bytes())
-        except OSError as exc:
-            digest.update(repr(exc).encode())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -79,14 +65,11 @@ class DeclarationsWatcher:
         rule_fields: Callable[[], Mapping[str, Mapping[str, str]]] | None = None,
         rules_check: RulesCheck | None = None,
     ) -> None:
-        self._dir = directory
+        self._watch = FolderWatch(directory, interval_s=interval_s)
         self._limits = limits
-        self._interval = interval_s
         self._rule_fields = rule_fields
         self._rules_check = rules_check
         self.current = current
-        self._seen = folder_fingerprint(directory)
-        self._next = time.monotonic() + interval_s
         self._refused = False
         # Declared but not served at start-up: not news when a later change keeps them.
         self._unserved = {n for n in current.declarations if n not in current.names}
@@ -95,20 +78,15 @@ class DeclarationsWatcher:
         """Check a change refused before again at the next poll (the rules in service
         changed, and what they read may allow it now)."""
         if self._refused:
-            self._seen = ""
+            self._watch.forget()
 
-    def poll(self) -> DeclarationsChange | None:
+    def poll(self, *, force: bool = False) -> DeclarationsChange | None:
         """``None`` unless the folder changed since the last poll (checked at most every
-        ``interval_s``); a refused change is reported once, not on every poll. A change
-        that is taken becomes ``current``."""
-        now = time.monotonic()
-        if self._interval <= 0 or now < self._next:
+        ``interval_s``, or now with ``force``); a refused change is reported once, not on
+        every poll. A change that is taken becomes ``current``."""
+        fingerprint = self._watch.changed(force=force)
+        if fingerprint is None:
             return None
-        self._next = now + self._interval
-        fingerprint = folder_fingerprint(self._dir)
-        if fingerprint == self._seen:
-            return None
-        self._seen = fingerprint
         change = self.check(fingerprint)
         self._refused = change.types is None
         if change.types is not None:
@@ -117,7 +95,7 @@ class DeclarationsWatcher:
 
     def check(self, fingerprint: str = "") -> DeclarationsChange:
         """The folder as it is now, read and checked against ``current``."""
-        declarations, found = load_declarations(self._dir, self._limits)
+        declarations, found = load_declarations(self._watch.directory, self._limits)
         names = self.current.names
         declared_unserved = {n for n in declarations if n not in names}
         unserved = tuple(sorted(declared_unserved - self._unserved))

@@ -9,13 +9,12 @@ problems are logged, and the rules in service keep serving.
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.declarations import EventTypes
+from app.declarations.folder import FolderWatch
 from app.rules.language.expr import Expression
 from app.rules.language.reasons import TemplateError, parse_template
 from app.rules.language.spec import (
@@ -31,18 +30,6 @@ from app.rules.language.spec import (
 )
 from app.rules.loader import check_rules
 from app.rules.windows.where import Where, WhereAll, WhereAny, WhereNot, WhereTest
-
-
-def folder_fingerprint(rules_dir: Path) -> str:
-    """A hash of every rule file's name and bytes; unreadable files count as changes."""
-    digest = hashlib.sha256()
-    for path in sorted([*rules_dir.glob("*.yaml"), *rules_dir.glob("*.yml")]):
-        digest.update(path.name.encode())
-        try:
-            digest.update(path.read_bytes())
-        except OSError as exc:
-            digest.update(repr(exc).encode())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -64,11 +51,9 @@ class RulesWatcher:
         interval_s: float = 2.0,
     ) -> None:
         self._dir = rules_dir
+        self._watch = FolderWatch(rules_dir, ("*.yaml", "*.yml"), interval_s=interval_s)
         self._fields = field_types
         self._scores = score_types
-        self._interval = interval_s
-        self._seen = folder_fingerprint(rules_dir)
-        self._next = time.monotonic() + interval_s
         self._refused = False
 
     def set_vocabulary(
@@ -81,19 +66,15 @@ class RulesWatcher:
         self._fields = field_types
         self._scores = score_types
         if self._refused:
-            self._seen = ""
+            self._watch.forget()
 
-    def poll(self) -> ReloadResult | None:
+    def poll(self, *, force: bool = False) -> ReloadResult | None:
         """``None`` unless the folder changed since the last poll (checked at most every
-        ``interval_s``); a refused change is reported once, not on every poll."""
-        now = time.monotonic()
-        if self._interval <= 0 or now < self._next:
+        ``interval_s``, or now with ``force``); a refused change is reported once, not on
+        every poll."""
+        current = self._watch.changed(force=force)
+        if current is None:
             return None
-        self._next = now + self._interval
-        current = folder_fingerprint(self._dir)
-        if current == self._seen:
-            return None
-        self._seen = current
         rulesets, problems = check_rules(self._dir, self._fields, self._scores)
         self._refused = bool(problems)
         if problems:
