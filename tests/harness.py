@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -10,10 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
@@ -236,3 +238,23 @@ def service_settings(
         auto_migrate=True,
         **extra,  # type: ignore[arg-type]
     )
+
+
+@contextlib.asynccontextmanager
+async def admin_client(components: Any, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The service's HTTP API in this process, every request sent with an admin key."""
+    from app.ops.keys import KeyStore
+    from connectors.http.app import build_api
+
+    keys = KeyStore(components.ledger.engine, cache_s=0.5, miss_refresh_s=0.0)
+    _, admin = await keys.create("admin", ["admin"])
+    app = build_api(components, keys, settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://api",
+            headers={"Authorization": f"Bearer {admin}"},
+        ) as client,
+    ):
+        yield client

@@ -9,7 +9,6 @@ import asyncio
 import textwrap
 from pathlib import Path
 
-import httpx
 import pytest
 import structlog
 from prometheus_client import REGISTRY
@@ -17,14 +16,12 @@ from prometheus_client import REGISTRY
 from app.declarations import EventTypes, served_types
 from app.declarations.reload import DeclarationsWatcher, incompatible
 from app.errors import ConfigError
-from app.ops.keys import KeyStore
 from app.rules.loader import load_rulesets
 from app.rules.reload import RulesWatcher, fields_read, rules_check, vocabulary
 from app.settings import Settings
 from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
-from connectors.http.app import build_api
-from tests.harness import produce, wait_decided
+from tests.harness import admin_client, produce, service_settings, wait_decided
 from tests.test_own_event_types import LOAN as SERVED_LOAN
 from tests.test_own_event_types import RULES as SERVED_RULES
 from tests.test_own_event_types import as_sim, loan
@@ -455,18 +452,13 @@ async def test_a_running_service_takes_a_compatible_change_and_refuses_a_breakin
     declaration = schemas / "loan.yaml"
     declaration.write_text(SERVED_LOAN, encoding="utf-8")
     (rules / "loan.yaml").write_text(textwrap.dedent(SERVED_RULES), encoding="utf-8")
-    settings = Settings(
-        kafka_bootstrap=broker.bootstrap,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
-        data_dir=tmp_path / "data",
-        models_dir=trained_models,
+    settings = service_settings(
+        broker,
+        trained_models,
+        tmp_path,
         schemas_dir=schemas,
         rules_dir=rules,
         schemas_reload_s=0.1,
-        batch_wait_ms=20,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=300,
-        auto_migrate=True,
     )
     applied, refused = _reloads("applied"), _reloads("refused")
     with structlog.testing.capture_logs() as logs:
@@ -489,19 +481,8 @@ async def _serve_and_change(settings: Settings, broker: EmbeddedBroker, declarat
         loop = consume_loop(c)
         task = asyncio.create_task(loop.run())
         await asyncio.wait_for(loop.ready.wait(), 30)
-        keys = KeyStore(c.ledger.engine, cache_s=0.5, miss_refresh_s=0.0)
-        _, admin = await keys.create("admin", ["admin"])
-        app = build_api(c, keys, settings)
-        auth = {"Authorization": f"Bearer {admin}"}
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://api"
-            ) as client,
-        ):
-            early = await client.post(
-                "/v1/decide/loan", json=loan(1, "c-1", channel="web"), headers=auth
-            )
+        async with admin_client(c, settings) as client:
+            early = await client.post("/v1/decide/loan", json=loan(1, "c-1", channel="web"))
             assert early.status_code == 422, early.text  # not declared yet
             assert "channel" in early.json()["detail"]
 
@@ -513,14 +494,10 @@ async def _serve_and_change(settings: Settings, broker: EmbeddedBroker, declarat
             [kafka] = await wait_decided(c.ledger, ["app-2"])
             assert kafka.record.decision == "approve"
             assert kafka.record.payload["channel"] == "web"
-            decided = await client.post(
-                "/v1/decide/loan", json=loan(3, "c-3", channel="branch"), headers=auth
-            )
+            decided = await client.post("/v1/decide/loan", json=loan(3, "c-3", channel="branch"))
             assert decided.status_code == 200, decided.text
             assert decided.json()["decision"] == "approve"
-            posted = await client.post(
-                "/v1/events/loan", json=[loan(4, "c-4", channel="web")], headers=auth
-            )
+            posted = await client.post("/v1/events/loan", json=[loan(4, "c-4", channel="web")])
             assert posted.status_code == 202, posted.text
             await wait_decided(c.ledger, ["app-4"])
 
@@ -534,7 +511,7 @@ async def _serve_and_change(settings: Settings, broker: EmbeddedBroker, declarat
             assert still.record.decision == "decline"
             assert still.record.reasons[0] == "Balance 90000.00 is above 50000."
             over_http = await client.post(
-                "/v1/decide/loan", json=loan(6, "c-6", balance=70000.0, channel="web"), headers=auth
+                "/v1/decide/loan", json=loan(6, "c-6", balance=70000.0, channel="web")
             )
             assert over_http.status_code == 200, over_http.text
             assert over_http.json()["decision"] == "decline"

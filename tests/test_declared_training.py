@@ -15,17 +15,22 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
-from app.ops.keys import KeyStore
 from app.settings import Settings
 from app.store import create_engine
 from app.trainer.service import Trainer
 from app.wiring import consume_loop, start_components
 from connectors.broker import EmbeddedBroker
-from connectors.http.app import build_api
-from tests.harness import arbiter, header, produce, read_topics, wait_decided
+from tests.harness import (
+    admin_client,
+    arbiter,
+    header,
+    produce,
+    read_topics,
+    service_settings,
+    wait_decided,
+)
 from tests.test_own_event_types import LOAN, RULES, as_sim, loan
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqlite, pytest.mark.timeout(300)]
@@ -120,15 +125,9 @@ async def test_imported_history_trains_a_declared_model_whose_score_a_rule_reads
         refused.stdout + refused.stderr
     )
 
-    settings = Settings(
-        kafka_bootstrap=broker.bootstrap,
-        database_url=f"sqlite+aiosqlite:///{db}",
-        data_dir=data,
-        schemas_dir=schemas,
-        rules_dir=rules,
-        batch_wait_ms=20,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=300,
+    # The store `arbiter import` and `arbiter train` wrote (tmp_path/ledger.db, data/).
+    settings = service_settings(
+        broker, data / "models", tmp_path, schemas_dir=schemas, rules_dir=rules
     )
     risky = [loan(i, f"live-{i}", balance=2900.0, student=True) for i in range(1, 4)]
     safe = [loan(i, f"live-{i}", balance=150.0, student=False) for i in range(4, 7)]
@@ -156,24 +155,13 @@ async def test_imported_history_trains_a_declared_model_whose_score_a_rule_reads
             assert decision.scores["default_risk"] < 0.5
             assert not any("no trained version" in r for r in decision.reasons)
 
-        keys = KeyStore(c.ledger.engine, cache_s=0.5, miss_refresh_s=0.0)
-        _, admin = await keys.create("admin", ["admin"])
-        app = build_api(c, keys, settings)
-        auth = {"Authorization": f"Bearer {admin}"}
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://api"
-            ) as client,
-        ):
-            answer = await client.post(
-                "/v1/decide/loan", json=loan(20, "live-20", balance=2950.0), headers=auth
-            )
+        async with admin_client(c, settings) as client:
+            answer = await client.post("/v1/decide/loan", json=loan(20, "live-20", balance=2950.0))
             assert answer.status_code == 200, answer.text
             body = answer.json()
             assert body["decision"] == "decline"
             assert body["scores"]["default_risk"] >= 0.5
-            explained = await client.get("/v1/decisions/app-20", headers=auth)
+            explained = await client.get("/v1/decisions/app-20")
             assert explained.status_code == 200, explained.text
             assert "loan.default_risk" in json.dumps(explained.json())
         loop.stop()

@@ -10,17 +10,13 @@ import json
 import textwrap
 from pathlib import Path
 
-import httpx
 import pytest
 
-from app.ops.keys import KeyStore
 from app.processes.simulate import emit
-from app.settings import Settings
 from app.simulator.generate import SimEvent
 from app.wiring import all_topics, consume_loop, start_components
 from connectors.broker import EmbeddedBroker
-from connectors.http.app import build_api
-from tests.harness import header, produce, read_topics, wait_decided
+from tests.harness import admin_client, header, produce, read_topics, service_settings, wait_decided
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqlite, pytest.mark.timeout(240)]
 
@@ -112,17 +108,8 @@ async def test_a_declared_type_is_decided_over_kafka_and_http_with_no_code(
     broker: EmbeddedBroker, trained_models: Path, tmp_path: Path, folders: tuple[Path, Path]
 ) -> None:
     schemas, rules = folders
-    settings = Settings(
-        kafka_bootstrap=broker.bootstrap,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
-        data_dir=tmp_path / "data",
-        models_dir=trained_models,
-        schemas_dir=schemas,
-        rules_dir=rules,
-        batch_wait_ms=20,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=300,
-        auto_migrate=True,
+    settings = service_settings(
+        broker, trained_models, tmp_path, schemas_dir=schemas, rules_dir=rules
     )
     assert settings.event_types == ("loan",)
     assert all_topics(settings) == ["events.loan", "decisions.loan", "outcomes.loan", "dlq.loan"]
@@ -173,32 +160,20 @@ async def test_a_declared_type_is_decided_over_kafka_and_http_with_no_code(
         labelled = await c.outcomes.labelled("loan")
         assert [(x.event_id, x.labels) for x in labelled] == [("app-1", {"defaulted": True})]
 
-        keys = KeyStore(c.ledger.engine, cache_s=0.5, miss_refresh_s=0.0)
-        _, admin = await keys.create("admin", ["admin"])
-        app = build_api(c, keys, settings)
-        auth = {"Authorization": f"Bearer {admin}"}
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://api"
-            ) as client,
-        ):
-            decided = await client.post("/v1/decide/loan", json=loan(10, "c-10"), headers=auth)
+        async with admin_client(c, settings) as client:
+            decided = await client.post("/v1/decide/loan", json=loan(10, "c-10"))
             assert decided.status_code == 200, decided.text
             assert decided.json()["event_type"] == "loan"
             assert decided.json()["decision"] == "approve"
-            posted = await client.post("/v1/events/loan", json=[loan(11, "c-11")], headers=auth)
+            posted = await client.post("/v1/events/loan", json=[loan(11, "c-11")])
             assert posted.status_code == 202, posted.text
-            refused = await client.post(
-                "/v1/decide/loan", json=loan(12, "c-12", balance=-5), headers=auth
-            )
+            refused = await client.post("/v1/decide/loan", json=loan(12, "c-12", balance=-5))
             assert refused.status_code == 422
             assert refused.json()["errors"][0]["reason"] == "validation"
             assert "balance" in refused.json()["detail"]
             misspelt = await client.post(
                 "/v1/outcomes/loan",
                 json=json.loads(outcome("app-1", "c-1", {"defaulted": "maybe"}).value),
-                headers=auth,
             )
             assert misspelt.status_code == 422, misspelt.text
             assert "label 'defaulted' is 'maybe'; send true or false" in misspelt.text
@@ -211,7 +186,7 @@ async def test_a_declared_type_is_decided_over_kafka_and_http_with_no_code(
             loan_schema = described["components"]["schemas"]["LoanEvent"]
             assert {"application_id", "customer_id", "submitted_at"} <= set(loan_schema["required"])
             assert loan_schema["properties"]["purpose"]["enum"] == ["car", "home", "education"]
-            unknown = await client.post("/v1/events/order", json=[{}], headers=auth)
+            unknown = await client.post("/v1/events/order", json=[{}])
             assert unknown.status_code == 404
             assert unknown.json()["known_types"] == ["loan"]
         await wait_decided(c.ledger, ["app-11"])
