@@ -260,8 +260,8 @@ class ServedTabular:
         return self.calibration.apply(self.model.proba(self.prepare.matrix(rows)))
 
     def raw_proba(self, rows: Sequence[Row]) -> Array:
-        """The fitted model's own score per row, before calibration (the trainer
-        calibrates from it)."""
+        """The fitted model's own score per row, before calibration (what the
+        calibration maps; the benchmarks compare the two)."""
         if not rows:
             return np.empty(0)
         return self.model.proba(self.prepare.matrix(rows))

@@ -36,7 +36,6 @@ from rich.table import Table
 from app.declarations import served_by
 from app.declarations.spec import DeclaredModel
 from app.errors import ConfigError
-from app.inference import artifacts
 from app.processes.simulate import emit
 from app.settings import Settings
 from app.simulator.generate import generate
@@ -44,7 +43,7 @@ from app.store import tables
 from app.store.ledger import percentiles
 from app.store.registry import ModelRegistry
 from app.store.training import TrainingRun, TrainingStore
-from app.trainer.jobs.first import can_train_first, train_first
+from app.trainer.jobs.first import train_missing
 from app.trainer.service import RunOutcome, Trainer
 from app.values import BatchResult
 from app.wiring import Components, consume_loop, start_components
@@ -284,11 +283,8 @@ def _seed_models(
     """Fill the demo's models folder afresh from the first models, training those missing
     (once: they are kept in ``first`` for the next run). Versions are hard-linked where
     the filesystem allows: a version folder is never changed once written."""
-    present = {m.name for m in artifacts.scan(first)} if first.is_dir() else set()
-    missing = [m for n, m in catalog.items() if n not in present and can_train_first(m)]
-    if missing:
-        say(f"training the first models into {first} (once; about a minute)")
-        train_first(first, missing, on_progress=say)
+    if train_missing(first, catalog, on_progress=say):
+        say(f"first models trained into {first}: the next demo reuses them")
     shutil.rmtree(demo_models, ignore_errors=True)
     try:
         shutil.copytree(first, demo_models, copy_function=os.link)
